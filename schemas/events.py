@@ -1,0 +1,256 @@
+"""Every event vidpipe puts on Kafka, in one module.
+
+Public events (the contract with upstream producers and with the fallback subscribers):
+    GenerationRequested  -> {prefix}generation.requested   (upstream -> submitter)
+    JobSubmitted         -> {prefix}job.submitted          (submitter -> poller)
+    JobProgressed        -> {prefix}job.progressed         (poller -> recorder)
+    JobSucceeded         -> {prefix}job.succeeded          (poller -> fetcher)
+    JobFailed            -> {prefix}job.failed             (submitter / poller -> recorder)
+    DownloadUnavailable  -> {prefix}download.unavailable   (fetcher -> fallbacks)
+    VideoStored          -> {prefix}video.stored           (fetcher / fallbacks -> recorder)
+
+Internal messages (never produced by upstream systems):
+    DeadLetter           -> {prefix}deadletter             (any stage, for poison messages)
+    Timer                -> {prefix}timers.<stage>         (durable timers, see vidpipe.bus.timers)
+    PollDue              -> {prefix}poller.due             (a due status check for the poller)
+
+Every event carries the envelope (event_id, event_type, schema_version, occurred_at, request_id,
+causation_id). `request_id` is also the Kafka key on every topic, so one generation's events stay
+ordered within a topic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    UrlConstraints,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "PUBLIC_EVENTS",
+    "DeadLetter",
+    "DownloadUnavailable",
+    "Event",
+    "FallbackName",
+    "GenerationRequested",
+    "JobFailed",
+    "JobProgressed",
+    "JobState",
+    "JobSubmitted",
+    "JobSucceeded",
+    "PollDue",
+    "RequestId",
+    "Timer",
+    "VideoStored",
+    "derive_event_id",
+    "utcnow",
+]
+
+SCHEMA_VERSION = 1
+
+RequestId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+]
+HttpsUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["https"], max_length=2048)]
+FallbackName = Literal["placeholder", "notify", "retry", "failover"]
+# Normalised job states shared by every provider (each client maps its own vocabulary onto these).
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+# A fixed namespace so that the same (request, step) always yields the same event id: a redelivered
+# message re-emits identical events, and every consumer dedupes them by event_id.
+_EVENT_NAMESPACE = uuid.UUID("6f1d3c52-2b7e-4a55-9a8e-0c4f6f0b9a11")
+
+
+def derive_event_id(request_id: str, *parts: object) -> uuid.UUID:
+    """The deterministic event id of one step of one generation."""
+    return uuid.uuid5(_EVENT_NAMESPACE, "|".join([request_id, *map(str, parts)]))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class Event(_Model):
+    """The envelope every event carries."""
+
+    event_id: uuid.UUID = Field(description="Unique per event; the dedupe key.")
+    event_type: str
+    schema_version: Literal[1] = SCHEMA_VERSION
+    occurred_at: datetime = Field(default_factory=utcnow, description="RFC 3339, UTC.")
+    request_id: RequestId = Field(
+        description="The generation's identity and idempotency key, chosen upstream; the Kafka key."
+    )
+    causation_id: uuid.UUID | None = Field(
+        default=None, description="The event_id of the event that caused this one."
+    )
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("occurred_at must carry a timezone (RFC 3339)")
+        return value.astimezone(UTC)
+
+
+class GenerationRequested(Event):
+    """The public request contract: what upstream systems publish to ask for a video."""
+
+    event_type: Literal["GenerationRequested"] = "GenerationRequested"
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    input_image_url: HttpsUrl | None = None
+    seconds: int = Field(default=5, ge=1, le=60)
+    size: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$")] = (
+        "1280x720"
+    )
+    variants: int = Field(default=1, ge=1, le=4)
+    provider: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")] | None = None
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    fallbacks: list[FallbackName] | None = None
+    callback_url: HttpsUrl | None = None
+    metadata: dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=512)],
+    ] = Field(default_factory=dict, max_length=32)
+    parent_request_id: RequestId | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_envelope(cls, data: Any) -> Any:
+        # Upstream producers in any language may publish a bare request without an event_id: give it
+        # a deterministic one so a resend of the same bytes is still recognised as the same event.
+        if isinstance(data, dict) and not data.get("event_id") and data.get("request_id"):
+            data = dict(data)
+            data["event_id"] = str(derive_event_id(str(data["request_id"]), "GenerationRequested"))
+        return data
+
+    @property
+    def width(self) -> int:
+        return int(self.size.split("x")[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.size.split("x")[1])
+
+
+class _JobEvent(Event):
+    provider: str = Field(description="Provider name, e.g. azure-sora or openai-videos.")
+    provider_job_id: str
+    endpoint_host: str | None = Field(default=None, description="Provider endpoint host, no path.")
+
+
+class JobSubmitted(_JobEvent):
+    event_type: Literal["JobSubmitted"] = "JobSubmitted"
+    model: str | None = None
+    status: JobState = "queued"
+    expires_at: datetime | None = None
+
+
+class JobProgressed(_JobEvent):
+    event_type: Literal["JobProgressed"] = "JobProgressed"
+    status: JobState
+    provider_status: str
+    progress: int | None = Field(default=None, ge=0, le=100)
+
+
+class JobSucceeded(_JobEvent):
+    event_type: Literal["JobSucceeded"] = "JobSucceeded"
+    generation_ids: list[str] = Field(min_length=1)
+    expires_at: datetime | None = None
+
+
+class JobFailed(Event):
+    event_type: Literal["JobFailed"] = "JobFailed"
+    provider: str | None = None
+    provider_job_id: str | None = None
+    stage: Literal["submit", "poll", "fetch"]
+    reason_code: str = Field(description="Machine-readable cause, e.g. output_moderation.")
+    message: str = Field(max_length=2000, description="Human-readable cause; never a secret.")
+
+
+class DownloadUnavailable(_JobEvent):
+    event_type: Literal["DownloadUnavailable"] = "DownloadUnavailable"
+    generation_id: str
+    reason_code: str = Field(description="not_found, invalid_content, transient_error, too_large…")
+    http_status: int | None = None
+    message: str = Field(max_length=2000)
+    attempted_at: datetime
+    expires_at: datetime | None = None
+
+
+class VideoStored(Event):
+    event_type: Literal["VideoStored"] = "VideoStored"
+    provider: str | None = None
+    provider_job_id: str | None = None
+    generation_id: str | None = None
+    variant_index: int = 0
+    storage_url: str
+    size_bytes: int = Field(ge=0)
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    content_type: str = "video/mp4"
+    placeholder: bool = False
+
+
+class DeadLetter(_Model):
+    """A message no stage could accept, kept whole with the reason, so nothing is lost."""
+
+    event_type: Literal["DeadLetter"] = "DeadLetter"
+    dead_lettered_at: datetime = Field(default_factory=utcnow)
+    stage: str
+    reason: str = Field(max_length=4000)
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_key: str | None
+    original_value: str = Field(description="The original bytes, decoded as UTF-8 with escapes.")
+    original_timestamp_ms: int | None = None
+
+
+class Timer(_Model):
+    """A durable timer: `payload` is published to `target_topic` with `key` once `due_at` passes."""
+
+    event_type: Literal["Timer"] = "Timer"
+    timer_id: uuid.UUID
+    due_at: datetime
+    target_topic: str
+    key: str
+    payload: dict[str, Any]
+
+
+class PollDue(Event):
+    """One scheduled status check of a provider job (internal to the poller)."""
+
+    event_type: Literal["PollDue"] = "PollDue"
+    provider: str
+    provider_job_id: str
+    endpoint_host: str | None = None
+    attempt: int = Field(default=0, ge=0)
+    last_status: str | None = None
+    last_progress: int | None = None
+    transient_errors: int = Field(default=0, ge=0)
+
+
+PUBLIC_EVENTS: tuple[type[Event], ...] = (
+    GenerationRequested,
+    JobSubmitted,
+    JobProgressed,
+    JobSucceeded,
+    JobFailed,
+    DownloadUnavailable,
+    VideoStored,
+)
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (*PUBLIC_EVENTS, PollDue)}

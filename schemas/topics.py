@@ -1,0 +1,108 @@
+"""Topic names. Every name is `{prefix}{suffix}`; the prefix comes from VIDPIPE_TOPIC_PREFIX."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.events import (
+    DownloadUnavailable,
+    Event,
+    GenerationRequested,
+    JobFailed,
+    JobProgressed,
+    JobSubmitted,
+    JobSucceeded,
+    VideoStored,
+)
+
+__all__ = ["DEFAULT_PREFIX", "Topics"]
+
+DEFAULT_PREFIX = "vidpipe."
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = DEFAULT_PREFIX
+
+    def _t(self, suffix: str) -> str:
+        return f"{self.prefix}{suffix}"
+
+    @property
+    def generation_requested(self) -> str:
+        return self._t("generation.requested")
+
+    @property
+    def job_submitted(self) -> str:
+        return self._t("job.submitted")
+
+    @property
+    def job_progressed(self) -> str:
+        return self._t("job.progressed")
+
+    @property
+    def job_succeeded(self) -> str:
+        return self._t("job.succeeded")
+
+    @property
+    def job_failed(self) -> str:
+        return self._t("job.failed")
+
+    @property
+    def download_unavailable(self) -> str:
+        return self._t("download.unavailable")
+
+    @property
+    def video_stored(self) -> str:
+        return self._t("video.stored")
+
+    @property
+    def deadletter(self) -> str:
+        return self._t("deadletter")
+
+    # Internal topics: durable timers and what they release.
+    def timers(self, stage: str) -> str:
+        return self._t(f"timers.{stage}")
+
+    @property
+    def poller_due(self) -> str:
+        return self._t("poller.due")
+
+    @property
+    def submitter_retry(self) -> str:
+        return self._t("submitter.retry")
+
+    def for_event(self, event: Event | type[Event]) -> str:
+        """The topic an event of this type is published to."""
+        cls = event if isinstance(event, type) else type(event)
+        return {
+            GenerationRequested: self.generation_requested,
+            JobSubmitted: self.job_submitted,
+            JobProgressed: self.job_progressed,
+            JobSucceeded: self.job_succeeded,
+            JobFailed: self.job_failed,
+            DownloadUnavailable: self.download_unavailable,
+            VideoStored: self.video_stored,
+        }[cls]
+
+    def public(self) -> list[str]:
+        return [
+            self.generation_requested,
+            self.job_submitted,
+            self.job_progressed,
+            self.job_succeeded,
+            self.job_failed,
+            self.download_unavailable,
+            self.video_stored,
+            self.deadletter,
+        ]
+
+    def internal(self) -> list[str]:
+        return [
+            self.timers("poller"),
+            self.poller_due,
+            self.timers("submitter"),
+            self.submitter_retry,
+        ]
+
+    def all(self) -> list[str]:
+        return self.public() + self.internal()

@@ -1,0 +1,122 @@
+"""Configuration, from the environment only (prefix VIDPIPE_; a few standard provider names too).
+
+Secrets are `SecretStr`: they print as '**********' in reprs, logs and tracebacks.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import DEFAULT_PREFIX, Topics
+
+__all__ = ["ProviderSettings", "Settings"]
+
+
+class ProviderSettings(BaseSettings):
+    """Endpoints and credentials of the providers vidpipe can talk to."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDPIPE_", extra="ignore")
+
+    # azure-sora: Azure OpenAI Sora 1 video generation jobs.
+    azure_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("VIDPIPE_AZURE_ENDPOINT", "AZURE_OPENAI_ENDPOINT")
+    )
+    azure_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("VIDPIPE_AZURE_API_KEY", "AZURE_OPENAI_API_KEY")
+    )
+    azure_deployment: str = "sora"
+    azure_api_version: str = "preview"
+    azure_max_concurrent_jobs: int = Field(default=2, ge=1)
+
+    # openai-videos: the /v1/videos protocol (Azure Sora 2, OpenAI-compatible gateways).
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("VIDPIPE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("VIDPIPE_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_auth_header: str = Field(default="authorization", pattern="^(authorization|api-key)$")
+    openai_model: str = "sora-2"
+    openai_max_concurrent_jobs: int = Field(default=2, ge=1)
+
+    def configured(self) -> list[str]:
+        """Names of the providers that have both an endpoint and a key."""
+        names = []
+        if self.azure_endpoint and self.azure_api_key:
+            names.append("azure-sora")
+        if self.openai_base_url and self.openai_api_key:
+            names.append("openai-videos")
+        return names
+
+    def max_concurrent_jobs(self, provider: str) -> int:
+        return {
+            "azure-sora": self.azure_max_concurrent_jobs,
+            "openai-videos": self.openai_max_concurrent_jobs,
+        }.get(provider, 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDPIPE_", extra="ignore")
+
+    # Kafka. None means "resolve one": Docker if an engine answers, else a local broker from jars.
+    kafka_bootstrap: str | None = None
+    topic_prefix: str = Field(default=DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9._-]*$")
+    topic_partitions: int = Field(default=3, ge=1, le=1000)
+    topic_replication_factor: int = Field(default=1, ge=1)
+
+    # Records: SQLite by default; any postgresql:// URL (Supabase's included) works too.
+    database_url: str = "sqlite:///.vidpipe/vidpipe.db"
+    # Storage: a local folder by default (file://PATH); supabase://BUCKET for Supabase Storage.
+    storage_url: str = "file://.vidpipe/videos"
+    # Where the local stack keeps its state (broker data, pids, logs).
+    state_dir: Path = Path(".vidpipe")
+
+    default_provider: str = "azure-sora"
+    # Seconds between status checks of a running job (Microsoft's samples use 5 s).
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    poll_max_interval_s: float = Field(default=60.0, gt=0)
+    # How long an over-quota request waits before the submitter looks again.
+    quota_wait_s: float = Field(default=5.0, gt=0)
+    # Transient download errors the fetcher retries in place before reporting the download missing.
+    download_attempts: int = Field(default=3, ge=1, le=10)
+    max_video_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_input_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Only for local development against the emulator: lets input-image URLs reach loopback.
+    allow_private_urls: bool = False
+    http_timeout_s: float = Field(default=30.0, gt=0)
+
+    log_level: str = "INFO"
+    log_format: str = Field(default="console", pattern="^(console|json)$")
+    metrics_port: int | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.split("+")[0]
+        if scheme not in {"sqlite", "postgres", "postgresql"}:
+            raise ValueError("database_url must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"file", "supabase"}:
+            raise ValueError("storage_url must start with file:// or supabase://")
+        return value
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    @cached_property
+    def providers(self) -> ProviderSettings:
+        return ProviderSettings()
+
+    def group_id(self, stage: str) -> str:
+        """Each stage is one consumer group, so each scales and replays on its own."""
+        return f"{self.topic_prefix}{stage}"
