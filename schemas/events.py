@@ -32,6 +32,7 @@ from pydantic import (
     Field,
     StringConstraints,
     UrlConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -62,7 +63,11 @@ SCHEMA_VERSION = 1
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
 ]
-HttpsUrl = Annotated[AnyUrl, UrlConstraints(allowed_schemes=["https"], max_length=2048)]
+HttpsUrl = Annotated[
+    AnyUrl,
+    UrlConstraints(allowed_schemes=["https"], max_length=2048),
+    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https://", "maxLength": 2048}),
+]
 FallbackName = Literal["placeholder", "notify", "retry", "failover"]
 # Normalised job states shared by every provider (each client maps its own vocabulary onto these).
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -111,6 +116,12 @@ class GenerationRequested(Event):
     """The public request contract: what upstream systems publish to ask for a video."""
 
     event_type: Literal["GenerationRequested"] = "GenerationRequested"
+    # Optional for producers: when absent, `_fill_envelope` derives one from request_id (the
+    # factory below only satisfies the type; the validator always runs first).
+    event_id: uuid.UUID = Field(
+        default_factory=uuid.uuid4,
+        description="Optional; when absent a deterministic id is derived from request_id.",
+    )
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
     input_image_url: HttpsUrl | None = None
     seconds: int = Field(default=5, ge=1, le=60)

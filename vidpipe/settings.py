@@ -24,7 +24,8 @@ class ProviderSettings(BaseSettings):
 
     # azure-sora: Azure OpenAI Sora 1 video generation jobs.
     azure_endpoint: str | None = Field(
-        default=None, validation_alias=AliasChoices("VIDPIPE_AZURE_ENDPOINT", "AZURE_OPENAI_ENDPOINT")
+        default=None,
+        validation_alias=AliasChoices("VIDPIPE_AZURE_ENDPOINT", "AZURE_OPENAI_ENDPOINT"),
     )
     azure_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("VIDPIPE_AZURE_API_KEY", "AZURE_OPENAI_API_KEY")

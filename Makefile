@@ -1,0 +1,43 @@
+# Each target bootstraps its own virtualenv, so a fresh clone needs nothing else by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint fmt schemas up down clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip==26.3
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/ensure-system-deps.sh
+	$(BIN)/vidpipe demo
+
+test: $(STAMP)
+	bash scripts/ensure-system-deps.sh
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy vidpipe schemas services tests
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schemas: $(STAMP)
+	$(BIN)/python -m schemas.export
+
+up: $(STAMP)
+	bash scripts/ensure-system-deps.sh
+	$(BIN)/vidpipe up
+
+down: $(STAMP)
+	$(BIN)/vidpipe down
+
+clean:
+	rm -rf .vidpipe .pytest_cache .mypy_cache .ruff_cache

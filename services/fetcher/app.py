@@ -1,0 +1,39 @@
+"""Fetcher wiring: job.succeeded -> video.stored / download.unavailable."""
+
+from __future__ import annotations
+
+from schemas.events import JobSucceeded
+from services.fetcher.handlers import FetcherDeps, handle_job_succeeded
+from vidpipe.bootstrap import Stage, open_providers, open_storage
+from vidpipe.settings import Settings
+
+__all__ = ["create_stage"]
+
+
+def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
+    stage = Stage("fetcher", settings, bootstrap=bootstrap)
+    topics = stage.topics
+    deps: FetcherDeps | None = None
+
+    async def startup() -> None:
+        nonlocal deps
+        providers = open_providers(settings)
+        for client in providers.values():
+            stage.closing(client.aclose)
+        deps = FetcherDeps(
+            providers=providers,
+            storage=open_storage(settings),
+            publisher=stage.publisher,
+            max_bytes=settings.max_video_bytes,
+            attempts=settings.download_attempts,
+        )
+
+    stage.on_startup(startup)
+
+    # A large download may take minutes: give the handler room before the group evicts it.
+    @stage.subscriber(topics.job_succeeded, max_poll_interval_ms=30 * 60 * 1000)
+    async def on_succeeded(event: JobSucceeded) -> None:
+        assert deps is not None
+        await handle_job_succeeded(event, deps)
+
+    return stage

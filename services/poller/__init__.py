@@ -1,0 +1,1 @@
+"""The poller stage (see handlers.py for what it reads and writes)."""

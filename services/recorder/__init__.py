@@ -1,0 +1,1 @@
+"""The recorder stage (see handlers.py for what it reads and writes)."""

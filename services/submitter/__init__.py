@@ -1,0 +1,1 @@
+"""The submitter stage (see handlers.py for what it reads and writes)."""

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real Kafka broker and PostgreSQL server, once per test session.
+
+Resolution follows design.md (env -> Docker engine -> local binaries); see vidpipe.devstack.
+These fixtures never skip: a test that asks for Kafka or PostgreSQL and cannot get one
+errors with the reason, so a broken environment cannot pass as green.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from vidpipe.devstack import KafkaHandle, PostgresHandle, resolve_kafka, resolve_postgres
+
+log = logging.getLogger("vidpipe.tests")
+
+
+@pytest.fixture(scope="session")
+def kafka_handle() -> Iterator[KafkaHandle]:
+    """The session's Kafka (started here unless VIDPIPE_KAFKA_BOOTSTRAP names one)."""
+    # Plain sync fixture: start/stop must not depend on the tests' event loop.
+    handle = resolve_kafka(os.environ.get("VIDPIPE_KAFKA_BOOTSTRAP"))
+    log.info("Kafka for this session: %s (%s)", handle.bootstrap, handle.source)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_handle: KafkaHandle) -> str:
+    """Bootstrap servers ("host:port") of the session's Kafka."""
+    return kafka_handle.bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_handle() -> Iterator[PostgresHandle]:
+    """The session's PostgreSQL (started here unless VIDPIPE_TEST_DATABASE_URL names one)."""
+    handle = resolve_postgres(os.environ.get("VIDPIPE_TEST_DATABASE_URL"))
+    log.info("PostgreSQL for this session: %s", handle.source)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_handle: PostgresHandle) -> str:
+    """A postgresql:// URL of a database the tests may create tables in."""
+    return postgres_handle.url
+
+
+@pytest.fixture
+def unique_prefix() -> str:
+    """A fresh topic prefix ("t1a2b3c4d.") so tests sharing the broker never share topics."""
+    return f"t{uuid.uuid4().hex[:8]}."

@@ -1,0 +1,144 @@
+"""A pipeline under test: every stage as its own OS process on the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import func, select
+
+from vidpipe.client import RequestPublisher
+from vidpipe.db import events, open_engine
+from vidpipe.localstack import LocalStack, ManagedProcess
+from vidpipe.records import TERMINAL_STATUSES, ProjectView, Records
+from vidpipe.settings import Settings
+
+
+@dataclass
+class Pipeline:
+    env: dict[str, str]
+    settings: Settings
+    stack: LocalStack
+    records: Records
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.kafka_bootstrap or ""
+
+    def start(self, name: str, instance: int = 0) -> ManagedProcess:
+        return self.stack.start_service(name, instance)
+
+    async def publish(self, *requests: Any) -> None:
+        async with RequestPublisher(self.bootstrap, topic_prefix=self.settings.topic_prefix) as p:
+            for request in requests:
+                await p.publish(request)
+
+    async def publish_raw(self, value: bytes, key: str | None = None) -> None:
+        async with RequestPublisher(self.bootstrap, topic_prefix=self.settings.topic_prefix) as p:
+            await p.publish_raw(value, key)
+
+    async def wait_for(
+        self,
+        request_ids: list[str],
+        until: Callable[[ProjectView], bool] = lambda v: v.status in TERMINAL_STATUSES,
+        timeout_s: float = 120.0,
+    ) -> dict[str, ProjectView]:
+        """Poll the records until every request satisfies `until` (bounded, then a clear error)."""
+        deadline = time.monotonic() + timeout_s
+        views: dict[str, ProjectView] = {}
+        while time.monotonic() < deadline:
+            views = await self.records.many(request_ids)
+            if len(views) == len(request_ids) and all(until(v) for v in views.values()):
+                return views
+            self._check_alive()
+            await asyncio.sleep(0.2)
+        states = {rid: (views[rid].status if rid in views else "absent") for rid in request_ids}
+        raise AssertionError(f"timed out after {timeout_s}s: {states}\n{self._logs()}")
+
+    async def count_events(self, request_id: str, event_type: str) -> int:
+        async with self.records.engine.connect() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count()).where(
+                            events.c.request_id == request_id, events.c.event_type == event_type
+                        )
+                    )
+                ).scalar_one()
+            )
+
+    async def read_topic(
+        self, topic: str, want: int, timeout_s: float = 30.0
+    ) -> list[dict[str, Any]]:
+        """Read `want` messages from the start of `topic` with a throwaway consumer."""
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+            enable_auto_commit=False, group_id=None,
+        )
+        await consumer.start()
+        found: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + timeout_s
+            while len(found) < want and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    found.extend(json.loads(r.value) for r in records)
+        finally:
+            await consumer.stop()
+        return found
+
+    def _check_alive(self) -> None:
+        for name, process in self.stack.processes.items():
+            if process.proc is not None and process.proc.returncode not in (None, -9, 0):
+                raise AssertionError(f"{name} crashed:\n{process.log_tail()}")
+
+    def _logs(self) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{p.log_tail(15)}" for name, p in self.stack.processes.items()
+        )
+
+
+async def open_pipeline(
+    *,
+    bootstrap: str,
+    database_url: str,
+    prefix: str,
+    tmp_path: Path,
+    provider_env: dict[str, str],
+    extra_env: dict[str, str] | None = None,
+) -> Pipeline:
+    env = {
+        "VIDPIPE_KAFKA_BOOTSTRAP": bootstrap,
+        "VIDPIPE_TOPIC_PREFIX": prefix,
+        "VIDPIPE_DATABASE_URL": database_url,
+        "VIDPIPE_STORAGE_URL": f"file://{tmp_path / 'videos'}",
+        "VIDPIPE_POLL_INTERVAL_S": "0.3",
+        "VIDPIPE_QUOTA_WAIT_S": "0.5",
+        "VIDPIPE_LOG_LEVEL": "INFO",
+        **provider_env,
+        **(extra_env or {}),
+    }
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        topic_prefix=prefix,
+        database_url=database_url,
+        storage_url=env["VIDPIPE_STORAGE_URL"],
+    )
+    stack = LocalStack(
+        settings, state_dir=tmp_path / "state", services=(), emulator=False, extra_env=env
+    )
+    stack.start()
+    engine = await open_engine(database_url)
+    return Pipeline(env=env, settings=settings, stack=stack, records=Records(engine))
+
+
+async def close_pipeline(pipeline: Pipeline) -> None:
+    pipeline.stack.stop()
+    await pipeline.records.engine.dispose()

@@ -1,0 +1,3 @@
+"""vidpipe: a Kafka pipeline that turns prompts into stored, playable videos, reliably."""
+
+__version__ = "0.1.0"

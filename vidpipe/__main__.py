@@ -1,0 +1,3 @@
+from vidpipe.cli import main
+
+main()

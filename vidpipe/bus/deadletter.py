@@ -1,0 +1,99 @@
+"""Poison messages go to `{prefix}deadletter`, whole and with the reason; the stream moves on.
+
+A message is poison when it is not JSON, fails its schema, has an unknown `event_type`, or a
+handler refuses it with `PoisonMessage`. Any other exception is not poison: it propagates, the
+offset is not committed, and the message is delivered again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from faststream import ContextRepo
+from faststream.message import StreamMessage
+from faststream.middlewares import BaseMiddleware
+from pydantic import ValidationError
+
+from schemas.events import DeadLetter
+from vidpipe.errors import PoisonMessage
+
+__all__ = ["DeadLetterMiddleware", "build_dead_letter", "describe_poison"]
+
+log = structlog.get_logger("vidpipe.deadletter")
+
+PublishDeadLetter = Callable[[DeadLetter], Awaitable[None]]
+
+
+def describe_poison(exc: BaseException) -> str | None:
+    """A one-paragraph reason when `exc` means the message itself is bad, else None."""
+    if isinstance(exc, PoisonMessage):
+        return f"refused: {exc}"
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return f"not JSON: {exc}"
+    if isinstance(exc, ValidationError):
+        problems = []
+        for err in exc.errors(include_url=False, include_input=False)[:10]:
+            where = ".".join(str(p) for p in err["loc"]) or "(message)"
+            problems.append(f"{where}: {err['msg']}")
+        return "schema validation failed: " + "; ".join(problems)
+    return None
+
+
+def build_dead_letter(record: Any, stage: str, reason: str) -> DeadLetter:
+    """A DeadLetter for an aiokafka ConsumerRecord."""
+    key = record.key
+    value = record.value or b""
+    return DeadLetter(
+        stage=stage,
+        reason=reason[:4000],
+        original_topic=record.topic,
+        original_partition=record.partition,
+        original_offset=record.offset,
+        original_key=key.decode("utf-8", "backslashreplace") if isinstance(key, bytes) else key,
+        original_value=value.decode("utf-8", "backslashreplace"),
+        original_timestamp_ms=record.timestamp,
+    )
+
+
+class DeadLetterMiddleware(BaseMiddleware):  # type: ignore[type-arg]
+    """FastStream middleware: catch poison, publish it to the dead-letter topic, ack it."""
+
+    def __init__(
+        self, msg: Any, /, *, context: ContextRepo, stage: str, publish: PublishDeadLetter
+    ) -> None:
+        super().__init__(msg, context=context)
+        self._stage = stage
+        self._publish = publish
+
+    @classmethod
+    def factory(cls, stage: str, publish: PublishDeadLetter) -> Callable[..., DeadLetterMiddleware]:
+        def make(msg: Any, /, *, context: ContextRepo) -> DeadLetterMiddleware:
+            return cls(msg, context=context, stage=stage, publish=publish)
+
+        return make
+
+    async def consume_scope(
+        self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
+    ) -> Any:
+        try:
+            return await call_next(msg)
+        except Exception as exc:
+            reason = describe_poison(exc)
+            record = msg.raw_message
+            if reason is None or isinstance(record, tuple):
+                raise
+            letter = build_dead_letter(record, self._stage, reason)
+            # If this publish fails the exception propagates and the message is retried: the
+            # poison is never acknowledged before it is safely in the dead-letter topic.
+            await self._publish(letter)
+            log.warning(
+                "dead_lettered",
+                topic=letter.original_topic,
+                partition=letter.original_partition,
+                offset=letter.original_offset,
+                reason=reason[:300],
+            )
+            return None

@@ -1,0 +1,164 @@
+"""Database engine and tables (SQLite by default, PostgreSQL / Supabase by URL).
+
+Tables:
+    projects      one row per generation: what a UI or an operator reads (the seed app's columns)
+    events        append-only log of every event the recorder saw, unique by event_id
+    submissions   the submitter's ledger: which request became which provider job
+    provider_slots  how many provider jobs are in flight, per provider (the concurrency quota)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = [
+    "create_tables",
+    "events",
+    "metadata",
+    "normalise_database_url",
+    "open_engine",
+    "projects",
+    "provider_slots",
+    "submissions",
+]
+
+metadata = MetaData()
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(128), nullable=False, unique=True),
+    Column("parent_request_id", String(128), index=True),
+    Column("prompt", Text),
+    Column("input_image_url", Text),
+    # The seed's app stored the video URL here; a front end written for it keeps working.
+    Column("output_image_url", Text),
+    Column("status", String(32), nullable=False, default="requested"),
+    Column("progress", Integer),
+    Column("provider", String(64)),
+    Column("model", String(128)),
+    Column("sora_job_id", String(256)),
+    Column("sora_generation_id", String(256)),
+    Column("azure_endpoint", String(256)),
+    Column("attempted_download_at", DateTime(timezone=True)),
+    Column("error_message", Text),
+    Column("placeholder", Boolean, nullable=False, default=False),
+    Column("video_size_bytes", BigInteger),
+    Column("video_sha256", String(64)),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("metadata", JSON),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("request_id", String(128), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Index("ix_events_request_id", "request_id"),
+)
+
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("provider", String(64), nullable=False),
+    # submitting: a slot is held, the provider call may or may not have happened;
+    # in_flight: the provider has the job; done: terminal, the slot is released.
+    Column("state", String(16), nullable=False),
+    Column("provider_job_id", String(256)),
+    Column("endpoint_host", String(256)),
+    Column("model", String(128)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+provider_slots = Table(
+    "provider_slots",
+    metadata,
+    Column("provider", String(64), primary_key=True),
+    Column("in_use", Integer, nullable=False, default=0),
+)
+
+
+def normalise_database_url(url: str, *, base_dir: Path | None = None) -> str:
+    """Map the URLs people paste (postgres://, sqlite:///rel/path) onto async drivers."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and base_dir is not None:
+            path = Path(database)
+            if not path.is_absolute():
+                path = base_dir / path
+            database = str(path)
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        return parsed.set(drivername="sqlite+aiosqlite", database=database).render_as_string(
+            hide_password=False
+        )
+    raise ValueError(f"unsupported database backend: {backend}")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Several processes share the file: WAL lets readers run beside the one writer, and the busy
+    # timeout makes a writer wait for the lock instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+async def open_engine(
+    url: str, *, create: bool = True, base_dir: Path | None = None
+) -> AsyncEngine:
+    """An engine for `url`, with every table created when `create` is set."""
+    engine = create_async_engine(normalise_database_url(url, base_dir=base_dir), pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    if create:
+        await create_tables(engine)
+    return engine
+
+
+async def create_tables(engine: AsyncEngine, attempts: int = 5) -> None:
+    # Every process creates the tables it needs at start; when two race, the loser sees "already
+    # exists" from the one that won, and its next look finds the tables there.
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise

@@ -1,0 +1,221 @@
+"""azure-sora: Azure OpenAI Sora 1 "video generation jobs" (preview), on plain httpx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from schemas.events import JobState
+from vidpipe.errors import (
+    ConfigurationError,
+    NotFound,
+    ProviderError,
+    ProviderUnavailable,
+    TerminalProviderError,
+)
+from vidpipe.providers import _http
+from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
+
+__all__ = ["AzureSoraClient"]
+
+_STATUS: dict[str, JobState] = {
+    "preprocessing": "queued",
+    "queued": "queued",
+    "running": "running",
+    "processing": "running",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+_FAILURE_MESSAGES = {
+    "input_moderation": "the prompt or input image was refused by input moderation",
+    "output_moderation": "the generated video was refused by output moderation",
+    "internal_error": "the provider hit an internal error while generating",
+}
+
+
+class AzureSoraClient:
+    """Client for `{endpoint}/openai/v1/video/generations/...` with `api-key` auth."""
+
+    name = "azure-sora"
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        api_key: SecretStr | str,
+        deployment: str,
+        api_version: str = "preview",
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 30.0,
+        retry: _http.RetryPolicy | None = None,
+    ) -> None:
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        if not key:
+            raise ConfigurationError("azure-sora: the API key is empty (VIDPIPE_AZURE_API_KEY)")
+        if not deployment:
+            raise ConfigurationError("azure-sora: no deployment name (VIDPIPE_AZURE_DEPLOYMENT)")
+        base = _http.check_base_url(endpoint, setting="VIDPIPE_AZURE_ENDPOINT")
+        # Accept the resource root (documented form) or a URL that already ends in /openai/v1.
+        for suffix in ("/openai/v1", "/openai"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        self.endpoint_host = _http.endpoint_host(base)
+        self.deployment = deployment
+        self._secrets = (key,)
+        self._retry = retry or _http.RetryPolicy()
+        self._client = _http.build_async_client(
+            f"{base}/openai/v1/",
+            headers={"api-key": key},
+            params={"api-version": api_version},
+            transport=transport,
+            timeout_s=timeout_s,
+        )
+
+    def __repr__(self) -> str:  # never show the key, even by accident
+        return f"AzureSoraClient(host={self.endpoint_host!r}, deployment={self.deployment!r})"
+
+    async def create_job(self, spec: VideoSpec, *, idempotency_key: str) -> ProviderJob:
+        model = spec.model or self.deployment
+        fields = {
+            "model": model,
+            "prompt": spec.prompt,
+            "width": spec.width,
+            "height": spec.height,
+            "n_seconds": spec.seconds,
+            "n_variants": spec.variants,
+        }
+        kwargs: dict[str, Any]
+        if spec.image is None:
+            kwargs = {"json": fields}
+        else:
+            image = spec.image
+            inpaint = [{"frame_index": 0, "type": "image", "file_name": image.filename}]
+            form = {k: str(v) for k, v in fields.items()}
+            form["inpaint_items"] = json.dumps(inpaint)
+            kwargs = {
+                "files": _http.multipart_parts(
+                    form, [("files", (image.filename, image.data, image.content_type))]
+                )
+            }
+        # Built once: every retry re-sends the same Idempotency-Key.
+        headers = {"Idempotency-Key": idempotency_key}
+
+        async def attempt() -> httpx.Response:
+            return await self._send(
+                "POST", "video/generations/jobs", "create_job", model, headers=headers, **kwargs
+            )
+
+        response = await self._retry.call(attempt)
+        return self._job(response, "create_job", malformed_retryable=False)
+
+    async def get_job(self, job_id: str) -> ProviderJob:
+        path = f"video/generations/jobs/{_http.path_segment(self.name, job_id)}"
+
+        async def attempt() -> httpx.Response:
+            return await self._send("GET", path, "get_job", None)
+
+        response = await self._retry.call(attempt)
+        return self._job(response, "get_job", malformed_retryable=True)
+
+    @asynccontextmanager
+    async def download(self, job_id: str, generation_id: str) -> AsyncIterator[VideoDownload]:
+        # No retry here: the caller retries the download alone, and never resubmits the job.
+        async with _http.stream_video(
+            self._client,
+            f"video/generations/{_http.path_segment(self.name, generation_id)}/content/video",
+            params={"quality": "high"},
+            provider=self.name,
+            action="download",
+            secrets=self._secrets,
+        ) as video:
+            yield video
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _send(
+        self, method: str, path: str, action: str, model: str | None, **kwargs: Any
+    ) -> httpx.Response:
+        def map_error(response: httpx.Response, content: bytes) -> ProviderError | None:
+            return self._deployment_error(response, content, model)
+
+        return await _http.request(
+            self._client,
+            method,
+            path,
+            provider=self.name,
+            action=action,
+            secrets=self._secrets,
+            map_error=map_error,
+            **kwargs,
+        )
+
+    def _deployment_error(
+        self, response: httpx.Response, content: bytes, model: str | None
+    ) -> ProviderError | None:
+        """A wrong deployment is a configuration error: say which one, terminally."""
+        if response.status_code != 404:
+            return None
+        body = _http.parse_error_body(content)
+        message = (body.message or "").lower()
+        if body.code != "DeploymentNotFound" and not (
+            "deployment" in message and ("does not exist" in message or "not found" in message)
+        ):
+            return None
+        name = model or self.deployment
+        return NotFound(
+            f"azure-sora: deployment {name!r} does not exist at {self.endpoint_host} (HTTP 404, "
+            f"code={body.code or '-'}); check VIDPIPE_AZURE_DEPLOYMENT and VIDPIPE_AZURE_ENDPOINT",
+            status_code=404,
+            provider_code=body.code or "DeploymentNotFound",
+        )
+
+    def _job(
+        self, response: httpx.Response, action: str, *, malformed_retryable: bool
+    ) -> ProviderJob:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not data.get("id") or not data.get("status"):
+            message = f"{self.name} {action}: HTTP {response.status_code} without a job object"
+            # A garbled status answer is worth another look; a garbled create answer is not
+            # retried, as the job may exist and a resubmit would pay twice.
+            if malformed_retryable:
+                raise ProviderUnavailable(message, status_code=response.status_code)
+            raise TerminalProviderError(message, status_code=response.status_code)
+        raw_status = str(data["status"])
+        # An unknown status is treated as in flight; polling ends at the job's own deadline.
+        status: JobState = _STATUS.get(raw_status.lower(), "running")
+        generations = data.get("generations") or []
+        generation_ids = [str(g["id"]) for g in generations if isinstance(g, dict) and g.get("id")]
+        failure_code: str | None = None
+        failure_message: str | None = None
+        reason = data.get("failure_reason")
+        if reason or status == "failed":
+            failure_code = str(reason) if reason else "unknown"
+            failure_message = _FAILURE_MESSAGES.get(
+                failure_code, f"the job {raw_status} (reason: {_http.truncate(failure_code, 80)})"
+            )
+        model = data.get("model")
+        return ProviderJob(
+            job_id=str(data["id"]),
+            status=status,
+            raw_status=raw_status,
+            progress=None,
+            generation_ids=generation_ids,
+            expires_at=_http.unix_to_datetime(data.get("expires_at")),
+            failure_code=failure_code,
+            failure_message=failure_message,
+            model=str(model) if model is not None else None,
+        )

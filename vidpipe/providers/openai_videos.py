@@ -1,0 +1,191 @@
+"""openai-videos: the `/v1/videos` protocol (Azure Sora 2, OpenAI-compatible gateways), on httpx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from pydantic import SecretStr
+
+from schemas.events import JobState
+from vidpipe.errors import ConfigurationError, ProviderUnavailable, TerminalProviderError
+from vidpipe.providers import _http
+from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
+
+__all__ = ["OpenAIVideosClient"]
+
+_STATUS: dict[str, JobState] = {
+    "queued": "queued",
+    "in_progress": "running",
+    "completed": "succeeded",
+    "failed": "failed",
+    # Not in the published enum, but harmless to understand if a gateway sends them.
+    "cancelled": "cancelled",
+    "canceled": "cancelled",
+}
+
+
+class OpenAIVideosClient:
+    """Client for `{base_url}/videos`, authenticated by `Authorization: Bearer` or `api-key`."""
+
+    name = "openai-videos"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: SecretStr | str,
+        model: str = "sora-2",
+        auth_header: str = "authorization",
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 30.0,
+        retry: _http.RetryPolicy | None = None,
+    ) -> None:
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        if not key:
+            raise ConfigurationError("openai-videos: the API key is empty (VIDPIPE_OPENAI_API_KEY)")
+        if auth_header == "authorization":
+            headers = {"Authorization": f"Bearer {key}"}
+        elif auth_header == "api-key":
+            headers = {"api-key": key}
+        else:
+            raise ConfigurationError(
+                "openai-videos: VIDPIPE_OPENAI_AUTH_HEADER must be 'authorization' or 'api-key'"
+            )
+        base = _http.check_base_url(base_url, setting="VIDPIPE_OPENAI_BASE_URL")
+        self.endpoint_host = _http.endpoint_host(base)
+        self.model = model
+        self._secrets = (key,)
+        self._retry = retry or _http.RetryPolicy()
+        self._client = _http.build_async_client(
+            f"{base}/", headers=headers, transport=transport, timeout_s=timeout_s
+        )
+
+    def __repr__(self) -> str:  # never show the key, even by accident
+        return f"OpenAIVideosClient(host={self.endpoint_host!r}, model={self.model!r})"
+
+    async def create_job(self, spec: VideoSpec, *, idempotency_key: str) -> ProviderJob:
+        fields = {
+            "prompt": spec.prompt,
+            "model": spec.model or self.model,
+            "seconds": str(spec.seconds),  # the protocol wants a string: "4", "8", "12"
+            "size": f"{spec.width}x{spec.height}",
+        }
+        files: list[tuple[str, tuple[str, bytes, str]]] = []
+        if spec.image is not None:
+            image = spec.image
+            files.append(("input_reference", (image.filename, image.data, image.content_type)))
+        parts = _http.multipart_parts(fields, files)
+        # Built once: every retry re-sends the same Idempotency-Key.
+        headers = {"Idempotency-Key": idempotency_key}
+
+        async def attempt() -> httpx.Response:
+            return await _http.request(
+                self._client,
+                "POST",
+                "videos",
+                provider=self.name,
+                action="create_job",
+                secrets=self._secrets,
+                headers=headers,
+                files=parts,
+            )
+
+        response = await self._retry.call(attempt)
+        return self._job(response, "create_job", malformed_retryable=False)
+
+    async def get_job(self, job_id: str) -> ProviderJob:
+        path = f"videos/{_http.path_segment(self.name, job_id)}"
+
+        async def attempt() -> httpx.Response:
+            return await _http.request(
+                self._client,
+                "GET",
+                path,
+                provider=self.name,
+                action="get_job",
+                secrets=self._secrets,
+            )
+
+        response = await self._retry.call(attempt)
+        return self._job(response, "get_job", malformed_retryable=True)
+
+    @asynccontextmanager
+    async def download(self, job_id: str, generation_id: str) -> AsyncIterator[VideoDownload]:
+        # The protocol has one video per job, whose id is the job id; prefer the generation id
+        # we were handed, as that is what the job reported. No retry here: the caller retries.
+        video_id = _http.path_segment(self.name, generation_id or job_id)
+        async with _http.stream_video(
+            self._client,
+            f"videos/{video_id}/content",
+            params={"variant": "video"},
+            provider=self.name,
+            action="download",
+            secrets=self._secrets,
+            follow_redirects=True,
+        ) as video:
+            yield video
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _job(
+        self, response: httpx.Response, action: str, *, malformed_retryable: bool
+    ) -> ProviderJob:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not data.get("id") or not data.get("status"):
+            message = f"{self.name} {action}: HTTP {response.status_code} without a video object"
+            # A garbled create answer is not retried: the job may exist and would be paid twice.
+            if malformed_retryable:
+                raise ProviderUnavailable(message, status_code=response.status_code)
+            raise TerminalProviderError(message, status_code=response.status_code)
+        video_id = str(data["id"])
+        raw_status = str(data["status"])
+        # An unknown status is treated as in flight; polling ends at the job's own deadline.
+        status: JobState = _STATUS.get(raw_status.lower(), "running")
+        progress = data.get("progress")
+        failure_code: str | None = None
+        failure_message: str | None = None
+        error = data.get("error")
+        if isinstance(error, dict) and (error.get("code") or error.get("message")):
+            failure_code = str(error.get("code") or "unknown")
+            text = error.get("message")
+            failure_message = _http.truncate(
+                _http.redact(str(text), self._secrets) if text else f"the video {raw_status}"
+            )
+        elif status == "failed":
+            failure_code, failure_message = "unknown", "the video failed without an error object"
+        model = data.get("model")
+        return ProviderJob(
+            job_id=video_id,
+            status=status,
+            raw_status=raw_status,
+            progress=_progress(progress),
+            generation_ids=[video_id] if status == "succeeded" else [],
+            expires_at=_http.unix_to_datetime(data.get("expires_at")),
+            failure_code=failure_code,
+            failure_message=failure_message,
+            poll_after_s=_poll_after(response.headers),
+            model=str(model) if model is not None else None,
+        )
+
+
+def _progress(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return max(0, min(100, int(value)))
+
+
+def _poll_after(headers: httpx.Headers) -> float | None:
+    raw = headers.get("openai-poll-after-ms")
+    if raw is None:
+        return None
+    try:
+        millis = float(raw)
+    except ValueError:
+        return None
+    return millis / 1000.0 if millis >= 0 and millis != float("inf") else None
