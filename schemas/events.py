@@ -95,7 +95,7 @@ class Event(_Model):
 
     event_id: uuid.UUID = Field(description="Unique per event; the dedupe key.")
     event_type: str
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     occurred_at: datetime = Field(default_factory=utcnow, description="RFC 3339, UTC.")
     request_id: RequestId = Field(
         description="The generation's identity and idempotency key, chosen upstream; the Kafka key."
@@ -264,4 +264,5 @@ PUBLIC_EVENTS: tuple[type[Event], ...] = (
     DownloadUnavailable,
     VideoStored,
 )
-EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (*PUBLIC_EVENTS, PollDue)}
+_ALL_EVENTS: tuple[type[Event], ...] = (*PUBLIC_EVENTS, PollDue)
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in _ALL_EVENTS}

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from schemas.events import PUBLIC_EVENTS, DeadLetter
 
 __all__ = ["SCHEMA_DIR", "export", "rendered_schemas"]
@@ -16,7 +18,8 @@ SCHEMA_DIR = Path(__file__).parent / "json"
 def rendered_schemas() -> dict[str, str]:
     """File name -> JSON text, exactly as it is checked in."""
     out: dict[str, str] = {}
-    for model in (*PUBLIC_EVENTS, DeadLetter):
+    models: list[type[BaseModel]] = [*PUBLIC_EVENTS, DeadLetter]
+    for model in models:
         schema: dict[str, Any] = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://vidpipe.dev/schemas/{model.__name__}.schema.json"

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -36,6 +36,7 @@ __all__ = ["Stage", "open_providers", "open_storage", "resolve_bootstrap"]
 log = structlog.get_logger("vidpipe.bootstrap")
 
 Hook = Callable[[], Awaitable[None]]
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[None]])
 
 
 def resolve_bootstrap(settings: Settings) -> str:
@@ -78,12 +79,18 @@ class Stage:
         if settings.metrics_port:
             self.app.on_startup(self._serve_metrics)
 
-    def subscriber(self, *topics: str, **options: Any) -> Any:
+    def subscriber(self, *topics: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
         """A subscriber in this stage's consumer group, committing only after the work is done."""
         options.setdefault("group_id", self.settings.group_id(self.name))
         options.setdefault("ack_policy", AckPolicy.NACK_ON_ERROR)
         options.setdefault("auto_offset_reset", "earliest")
-        return self.broker.subscriber(*topics, **options)
+        subscriber = self.broker.subscriber(*topics, **options)
+
+        def register(handler: HandlerT) -> HandlerT:
+            subscriber(handler)
+            return handler
+
+        return register
 
     def on_startup(self, hook: Hook) -> None:
         self.app.on_startup(hook)

@@ -365,11 +365,26 @@ def _report_demo(rows: dict[str, Any], settings: Settings) -> bool:
 def emulator(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8089,
+    time_scale: Annotated[float, typer.Option(min=0.001, help="60 = a minute per second.")] = 1.0,
+    download: Annotated[
+        str, typer.Option(help="ok, missing, delayed, flaky or json_body (for every job).")
+    ] = "ok",
 ) -> None:
-    """Serve the provider emulator (both protocols). Key: VIDPIPE_EMULATOR_API_KEY."""
-    from vidpipe.emulator.server import serve_from_env
+    """Serve the provider emulator (both protocols). Its key: VIDPIPE_EMULATOR_API_KEY."""
+    from vidpipe.emulator.config import EmulatorConfig
+    from vidpipe.emulator.server import serve
 
-    serve_from_env(host=host, port=port)
+    key = os.environ.get("VIDPIPE_EMULATOR_API_KEY")
+    if not key:
+        raise _fail("set VIDPIPE_EMULATOR_API_KEY: the emulator checks keys like the real APIs")
+    try:
+        config = EmulatorConfig.model_validate(
+            {"api_key": key, "time_scale": time_scale, "download": download}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise _fail(f"--{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    serve(config, host=host, port=port)
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ Storage URLs (``VIDPIPE_STORAGE_URL``), read by `storage_from_url`:
 service-role key comes from the ``supabase_key`` argument, else ``SUPABASE_SERVICE_ROLE_KEY``,
 ``SUPABASE_SERVICE_KEY`` or ``SUPABASE_KEY``; it never appears in a URL, a log line or an error.
 
-Keys are relative paths of ``[A-Za-z0-9._:/-]``, at most 512 characters, with no ``..``, no empty
-segment and no leading ``/``; they may not end in ``.json`` or ``.tmp`` (the local folder's
+Keys are relative paths of ``[A-Za-z0-9._:/-]``, at most 512 characters, with no ``.``, ``..`` or
+empty segment and no leading ``/``; they may not end in ``.json`` or ``.tmp`` (the local folder's
 sidecars and temp files).
 """
 
@@ -127,10 +127,9 @@ def validate_key(key: str) -> str:
     """Return `key` if it is a safe relative object key, else raise ValueError."""
     if not _KEY_RE.fullmatch(key):
         raise ValueError("storage key must be 1-512 characters of [A-Za-z0-9._:/-]")
-    if key.startswith("/") or ".." in key or "//" in key or key.endswith("/"):
-        raise ValueError("storage key must be a relative path without '..' or empty segments")
-    if any(part == "." for part in key.split("/")):
-        raise ValueError("storage key must not contain '.' segments")
+    # Segment-wise, so a request id such as "v1..2" stays usable while "../x" cannot escape.
+    if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError("storage key must be a relative path without '.', '..' or empty segments")
     if key.endswith((".json", ".tmp")):
         raise ValueError("storage key must not end in .json or .tmp")
     return key

@@ -130,6 +130,8 @@ def render_sample_mp4(
         if label:
             container.metadata["title"] = label
         stream = container.add_stream(encoder, rate=fps)
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"{encoder} is not a video encoder")
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
@@ -160,6 +162,7 @@ def render_sample_image(
         raise ValueError(f"this PyAV build cannot encode {fmt}")
     frame = _yuv_frame(width, height, 0, 1, _seed(label)).reformat(format=pix_fmt)
     codec = av.CodecContext.create(encoder, "w")
+    assert isinstance(codec, av.VideoCodecContext)
     codec.width = width
     codec.height = height
     codec.pix_fmt = pix_fmt

@@ -20,9 +20,11 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
         providers = open_providers(settings)
         for client in providers.values():
             stage.closing(client.aclose)
+        storage = open_storage(settings)
+        stage.closing(storage.aclose)
         deps = FetcherDeps(
             providers=providers,
-            storage=open_storage(settings),
+            storage=storage,
             publisher=stage.publisher,
             max_bytes=settings.max_video_bytes,
             attempts=settings.download_attempts,

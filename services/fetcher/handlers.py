@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import structlog
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
@@ -33,7 +33,7 @@ from schemas.events import (
     utcnow,
 )
 from vidpipe.bus import Publisher
-from vidpipe.errors import ProviderError, RetryableProviderError
+from vidpipe.errors import ProviderError
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import StoredObject, VideoStorage
 
@@ -54,7 +54,9 @@ class FetcherDeps:
 
 
 def video_key(request_id: str, index: int, generation_id: str) -> str:
-    safe_generation = "".join(c if c.isalnum() or c in "._-" else "_" for c in generation_id)
+    safe_generation = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in generation_id
+    )
     return f"{request_id}/{index}-{safe_generation}.mp4"
 
 
@@ -113,7 +115,8 @@ async def _download(
     retrying = AsyncRetrying(
         stop=stop_after_attempt(deps.attempts),
         wait=deps.wait or wait_exponential_jitter(initial=1, max=20),
-        retry=retry_if_exception_type(RetryableProviderError),
+        # Retryable provider errors (5xx, timeouts) and truncated transfers are worth another go.
+        retry=retry_if_exception(lambda exc: bool(getattr(exc, "retryable", False))),
         reraise=True,
     )
     async for attempt in retrying:

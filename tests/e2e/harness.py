@@ -79,8 +79,11 @@ class Pipeline:
     ) -> list[dict[str, Any]]:
         """Read `want` messages from the start of `topic` with a throwaway consumer."""
         consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
-            enable_auto_commit=False, group_id=None,
+            topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
         )
         await consumer.start()
         found: list[dict[str, Any]] = []

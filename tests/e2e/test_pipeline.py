@@ -19,7 +19,7 @@ EMULATOR_KEY = "test-emulator-key-1234"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorThread]:
-    with EmulatorThread(EmulatorConfig(api_key=EMULATOR_KEY)) as server:
+    with EmulatorThread(EmulatorConfig(api_key=EMULATOR_KEY, time_scale=5)) as server:
         yield server
 
 
@@ -83,8 +83,13 @@ async def test_poller_killed_mid_flight_loses_no_job_and_repeats_none(pipeline: 
     prefix = pipeline.settings.topic_prefix
     # Slow jobs, spread over both providers so Azure's quota of 2 is not the bottleneck.
     requests = [
-        _request(prefix, f"chaos{i}", provider=("azure-sora", "openai-videos")[i % 2],
-                 prompt=f"chaos {i} [emulator:slow]")
+        _request(
+            prefix,
+            f"chaos{i}",
+            provider=("azure-sora", "openai-videos")[i % 2],
+            prompt=f"chaos {i} [emulator:slow]",
+            seconds=(5, 4)[i % 2],  # /v1/videos takes 4, 8 or 12 seconds
+        )
         for i in range(4)
     ]
     await pipeline.publish(*requests)

@@ -15,15 +15,17 @@ from vidpipe.providers.base import ProviderJob
 
 def _deps(provider: FakeProvider) -> tuple[PollerDeps, MemoryPublisher]:
     publisher = MemoryPublisher()
-    return PollerDeps(providers={provider.name: provider}, publisher=publisher,
-                      topics=Topics("t."), interval_s=2), publisher
+    return PollerDeps(
+        providers={provider.name: provider}, publisher=publisher, topics=Topics("t."), interval_s=2
+    ), publisher
 
 
 async def _drive(provider: FakeProvider) -> MemoryPublisher:
     deps, publisher = _deps(provider)
     await handle_job_submitted(
-        JobSubmitted(event_id=uuid.uuid4(), request_id="r", provider="azure-sora",
-                     provider_job_id="task_1"),
+        JobSubmitted(
+            event_id=uuid.uuid4(), request_id="r", provider="azure-sora", provider_job_id="task_1"
+        ),
         deps,
     )
     fired = 0
@@ -36,30 +38,41 @@ async def _drive(provider: FakeProvider) -> MemoryPublisher:
 
 
 async def test_progress_then_success() -> None:
-    provider = FakeProvider(statuses=[
-        ProviderJob("task_1", "queued", "queued"),
-        ProviderJob("task_1", "running", "running", progress=10),
-        ProviderJob("task_1", "running", "running", progress=10),
-        ProviderJob("task_1", "running", "processing", progress=80),
-        ProviderJob("task_1", "succeeded", "succeeded", generation_ids=["gen_1"]),
-    ])
+    provider = FakeProvider(
+        statuses=[
+            ProviderJob("task_1", "queued", "queued"),
+            ProviderJob("task_1", "running", "running", progress=10),
+            ProviderJob("task_1", "running", "running", progress=10),
+            ProviderJob("task_1", "running", "processing", progress=80),
+            ProviderJob("task_1", "succeeded", "succeeded", generation_ids=["gen_1"]),
+        ]
+    )
     publisher = await _drive(provider)
     progressed = publisher.of_type(JobProgressed)
     # queued is where JobSubmitted left it; the repeated 10 % is not news.
     assert [(e.provider_status, e.progress) for e in progressed] == [  # type: ignore[attr-defined]
-        ("running", 10), ("processing", 80)]
+        ("running", 10),
+        ("processing", 80),
+    ]
     (done,) = publisher.of_type(JobSucceeded)
     assert done.generation_ids == ["gen_1"]  # type: ignore[attr-defined]
     assert publisher.scheduled[0][0] == 2
 
 
 async def test_transient_errors_are_retried_then_failure_is_reported() -> None:
-    provider = FakeProvider(statuses=[
-        ProviderUnavailable("503", status_code=503),
-        ProviderUnavailable("503", status_code=503, retry_after=9),
-        ProviderJob("task_1", "failed", "failed", failure_code="output_moderation",
-                    failure_message="blocked"),
-    ])
+    provider = FakeProvider(
+        statuses=[
+            ProviderUnavailable("503", status_code=503),
+            ProviderUnavailable("503", status_code=503, retry_after=9),
+            ProviderJob(
+                "task_1",
+                "failed",
+                "failed",
+                failure_code="output_moderation",
+                failure_message="blocked",
+            ),
+        ]
+    )
     publisher = await _drive(provider)
     assert [s[0] for s in publisher.scheduled] == [2, 2, 9]
     (failed,) = publisher.of_type(JobFailed)

@@ -23,15 +23,37 @@ RID = "req-1"
 def _events() -> list[Event]:
     return [
         GenerationRequested(event_id=uuid.uuid4(), request_id=RID, prompt="a fox"),
-        JobSubmitted(event_id=uuid.uuid4(), request_id=RID, provider="azure-sora",
-                     provider_job_id="task_1", endpoint_host="h"),
-        JobProgressed(event_id=uuid.uuid4(), request_id=RID, provider="azure-sora",
-                      provider_job_id="task_1", status="running", provider_status="running",
-                      progress=40),
-        JobSucceeded(event_id=uuid.uuid4(), request_id=RID, provider="azure-sora",
-                     provider_job_id="task_1", generation_ids=["gen_1"]),
-        VideoStored(event_id=uuid.uuid4(), request_id=RID, storage_url="file:///v.mp4",
-                    size_bytes=10, sha256="0" * 64, generation_id="gen_1"),
+        JobSubmitted(
+            event_id=uuid.uuid4(),
+            request_id=RID,
+            provider="azure-sora",
+            provider_job_id="task_1",
+            endpoint_host="h",
+        ),
+        JobProgressed(
+            event_id=uuid.uuid4(),
+            request_id=RID,
+            provider="azure-sora",
+            provider_job_id="task_1",
+            status="running",
+            provider_status="running",
+            progress=40,
+        ),
+        JobSucceeded(
+            event_id=uuid.uuid4(),
+            request_id=RID,
+            provider="azure-sora",
+            provider_job_id="task_1",
+            generation_ids=["gen_1"],
+        ),
+        VideoStored(
+            event_id=uuid.uuid4(),
+            request_id=RID,
+            storage_url="file:///v.mp4",
+            size_bytes=10,
+            sha256="0" * 64,
+            generation_id="gen_1",
+        ),
     ]
 
 
@@ -69,9 +91,14 @@ def test_redelivered_progress_does_not_undo_success() -> None:
 
 
 def test_failure_keeps_a_readable_message() -> None:
-    failed = JobFailed(event_id=uuid.uuid4(), request_id=RID, stage="poll",
-                       reason_code="output_moderation", message="blocked",
-                       occurred_at=datetime.now(UTC))
+    failed = JobFailed(
+        event_id=uuid.uuid4(),
+        request_id=RID,
+        stage="poll",
+        reason_code="output_moderation",
+        message="blocked",
+        occurred_at=datetime.now(UTC),
+    )
     row = _apply([_events()[0], failed])
     assert row["status"] == "failed"
     assert row["error_message"] == "output_moderation: blocked"

@@ -54,5 +54,7 @@ def test_bad_requests_are_refused_by_model_and_schema(bad: dict[str, object]) ->
 
 def test_explicit_event_id_is_kept() -> None:
     eid = uuid.uuid4()
-    req = GenerationRequested.model_validate({"request_id": "r", "prompt": "p", "event_id": str(eid)})
+    req = GenerationRequested.model_validate(
+        {"request_id": "r", "prompt": "p", "event_id": str(eid)}
+    )
     assert req.event_id == eid

@@ -67,6 +67,8 @@ def test_valid_keys(key: str) -> None:
         "../escape.mp4",
         "a/../../b.mp4",
         "a/..",
+        "..",
+        "a/../b",
         "a//b.mp4",
         "a/./b.mp4",
         "dir/",

@@ -33,8 +33,9 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
     await engine.dispose()
 
 
-def _deps(ledger: Ledger, provider: FakeProvider, quota: int = 2) -> tuple[SubmitterDeps,
-                                                                            MemoryPublisher]:
+def _deps(
+    ledger: Ledger, provider: FakeProvider, quota: int = 2
+) -> tuple[SubmitterDeps, MemoryPublisher]:
     publisher = MemoryPublisher()
     return (
         SubmitterDeps(
@@ -104,9 +105,7 @@ async def test_terminal_error_fails_the_request_and_frees_the_slot(ledger: Ledge
 
 async def test_unknown_provider_fails_clearly(ledger: Ledger) -> None:
     deps, publisher = _deps(ledger, FakeProvider())
-    req = GenerationRequested.model_validate(
-        {"request_id": "r", "prompt": "x", "provider": "nope"}
-    )
+    req = GenerationRequested.model_validate({"request_id": "r", "prompt": "x", "provider": "nope"})
     await handle_generation_requested(req, deps)
     (failed,) = publisher.of_type(JobFailed)
     assert isinstance(failed, JobFailed)

@@ -58,7 +58,7 @@ def build_dead_letter(record: Any, stage: str, reason: str) -> DeadLetter:
     )
 
 
-class DeadLetterMiddleware(BaseMiddleware):  # type: ignore[type-arg]
+class DeadLetterMiddleware(BaseMiddleware):
     """FastStream middleware: catch poison, publish it to the dead-letter topic, ack it."""
 
     def __init__(

@@ -92,7 +92,11 @@ def resolve_kafka(
     if bootstrap:
         return KafkaHandle(bootstrap, "env")
     if _docker_allowed(use_docker):
-        container = start_kafka_container()
+        try:
+            container = start_kafka_container()
+        except Exception as exc:  # e.g. image pull refused: the local broker still works
+            log.warning("Kafka container failed (%s); using local Kafka jars instead", exc)
+            container = None
         if container is not None:
             log.info("Kafka from a Docker container at %s", container.address)
             return KafkaHandle(container.address, "docker", container.stop)
@@ -112,7 +116,11 @@ def resolve_postgres(
     if url:
         return PostgresHandle(url, "env")
     if _docker_allowed(use_docker):
-        container = start_postgres_container()
+        try:
+            container = start_postgres_container()
+        except Exception as exc:
+            log.warning("PostgreSQL container failed (%s); using a local cluster instead", exc)
+            container = None
         if container is not None:
             log.info("PostgreSQL from a Docker container")
             return PostgresHandle(container.address, "docker", container.stop)

@@ -50,11 +50,12 @@ SCALA_VERSION = "2.13"
 # Pinned so `dependency:` resolves the same plugin everywhere (Maven's own default is ancient).
 _DEPENDENCY_PLUGIN_VERSION = "3.8.1"
 
-# Kafka 3.x logs through SLF4J 1.7 and needs a binding (reload4j is what the 3.9 tarball ships);
-# Kafka 4.x moved to SLF4J 2 + Log4j 2.
+# Kafka logs through the SLF4J 1.7 API and needs a binding: reload4j on 3.x (what the 3.9
+# tarball ships); Log4j 2 on 4.x. Still SLF4J 1.x there, so the 1.x binding
+# (log4j-slf4j-impl), not log4j-slf4j2-impl, which 1.7 would ignore (silent NOP logger).
 _LOGGING_ARTIFACTS_3 = ("org.slf4j:slf4j-reload4j:1.7.36",)
 _LOGGING_ARTIFACTS_4 = (
-    "org.apache.logging.log4j:log4j-slf4j2-impl:2.24.3",
+    "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3",
     "org.apache.logging.log4j:log4j-core:2.24.3",
 )
 
@@ -244,7 +245,7 @@ class LocalKafka:
 
     @property
     def bootstrap(self) -> str:
-        """ "127.0.0.1:PORT" of the PLAINTEXT listener; only valid while started."""
+        """The PLAINTEXT listener as "127.0.0.1:PORT"; only valid while started."""
         if self._port is None:
             raise RuntimeError("LocalKafka is not started")
         return f"127.0.0.1:{self._port}"
@@ -311,7 +312,7 @@ class LocalKafka:
     def stop(self) -> None:
         """SIGTERM the broker's process group, SIGKILL after `stop_timeout_s`; clean up."""
         atexit.unregister(self.stop)
-        self._kill(graceful=True)
+        self._kill()
         if self.data_dir is not None and not self.keep and self._given_data_dir is None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir = None if not self.keep else self.data_dir
@@ -394,6 +395,7 @@ class LocalKafka:
         path = self.data_dir / "log4j2.properties"
         path.write_text(
             "status=warn\n"
+            "shutdownHook=disable\n"  # Kafka stops itself; avoids a WARN at exit
             "appender.stdout.type=Console\n"
             "appender.stdout.name=STDOUT\n"
             "appender.stdout.layout.type=PatternLayout\n"
@@ -459,9 +461,9 @@ class LocalKafka:
                 preexec_fn=death_signal_preexec(signal.SIGTERM),
             )
 
-    def _kill(self, graceful: bool = True) -> None:
+    def _kill(self) -> None:
         if self._proc is not None:
-            stop_process_group(self._proc, self.stop_timeout_s if graceful else 0.0)
+            stop_process_group(self._proc, self.stop_timeout_s)
             self._proc = None
 
 
@@ -558,14 +560,11 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 def run_coro_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, even if this thread runs an event loop.
+    """Run a coroutine to completion from sync code, on a helper thread with its own loop.
 
-    start()/stop() are sync (plain session fixtures, scripts) but may be called from inside a
-    loop (an async CLI); then a helper thread gets its own loop.
+    start()/stop() are sync (plain session fixtures, scripts) and may be called while this
+    thread runs, or has set, an event loop (pytest-asyncio, an async CLI); asyncio.run here
+    would fail, or reset that thread's current loop, so it never runs on the caller's thread.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(factory())
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidpipe-devstack") as pool:
         return pool.submit(lambda: asyncio.run(factory())).result()

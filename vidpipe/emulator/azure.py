@@ -1,4 +1,4 @@
-"""azure-sora: Azure OpenAI Sora 1 "video generation jobs" (preview), under /openai/v1/video/generations."""
+"""azure-sora: Azure OpenAI Sora 1 video generation jobs, under /openai/v1/video/generations."""
 
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ def _precheck(request: Request) -> str | Response:
     if owner is None:
         return error_response(
             401,
-            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
-            "provide a valid key for an active subscription and use a correct regional API endpoint.",
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to"
+            " provide a valid key for an active subscription and use a correct regional API"
+            " endpoint.",
             code="401",
             type_="authentication_error",
         )
@@ -206,7 +207,7 @@ async def create_job(request: Request) -> Response:
         return _bad(f"Unsupported resolution {width}x{height}. Supported: {sizes}.", "width")
     if not 1 <= n_seconds <= 20:
         return _bad("'n_seconds' must be between 1 and 20.", "n_seconds")
-    max_variants = 1 if max(width, height) >= 1080 else 2
+    max_variants = 1 if min(width, height) >= 1080 else 2  # 1080p: one variant
     if not 1 <= n_variants <= max_variants:
         return _bad(
             f"'n_variants' must be between 1 and {max_variants} at {width}x{height}.", "n_variants"
@@ -262,7 +263,7 @@ def _rate_limited(state: EmulatorState, owner: str, forced: bool) -> Response | 
         message = (
             "Too many concurrent video generation jobs for this deployment; retry later."
             if not (forced or nth)
-            else "Requests to the video generation API have exceeded the call rate limit; retry later."
+            else "Requests to the video generation API have exceeded the call rate limit."
         )
         return error_response(
             429,

@@ -20,7 +20,7 @@ from vidpipe.emulator.common import (
 )
 from vidpipe.emulator.config import DirectiveError, Directives, parse_directives
 from vidpipe.emulator.state import EmulatorState, Job
-from vidpipe.video import VideoProbeError, image_size
+from vidpipe.video import ImageFormat, VideoProbeError, image_size
 
 __all__ = ["OPENAI_SECONDS", "OPENAI_SIZES", "routes"]
 
@@ -376,6 +376,7 @@ async def download_content(request: Request) -> Response:
             return error_response(
                 cfg.expired_status, "The video's assets have expired.", code="video_expired"
             )
+        fmt: ImageFormat
         fmt, media_type = (
             ("webp", "image/webp") if variant == "thumbnail" else ("jpeg", "image/jpeg")
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 from collections.abc import Generator
@@ -41,8 +42,23 @@ class _EmbeddedServer(uvicorn.Server):
 
 def _bind(host: str, port: int) -> socket.socket:
     """Bind and listen before uvicorn starts, so the real port is known and no connect can race."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    return socket.create_server((host, port), family=family, backlog=512)
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )[0]
+    # proto must say TCP: asyncio only sets TCP_NODELAY on accepted sockets whose proto is
+    # IPPROTO_TCP (socket.create_server leaves 0), and without it every response waits ~40 ms
+    # for a delayed ACK.
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # on Windows SO_REUSEADDR would allow port hijacking
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(address)
+        sock.listen(512)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _url_host(host: str) -> str:
@@ -108,6 +124,7 @@ class EmulatorServer:
             log_level=self.log_level,
             log_config=None,  # leave the host's logging setup alone
             access_log=False,
+            server_header=False,  # real providers do not announce uvicorn
             timeout_graceful_shutdown=2,
         )
         server = _EmbeddedServer(uv_config)
@@ -257,7 +274,9 @@ def serve(
     sock = _bind(host, port)
     bound = int(sock.getsockname()[1])
     base = f"http://{_url_host(host)}:{bound}"
-    uv_config = uvicorn.Config(create_app(config), lifespan="off", log_level=log_level)
+    uv_config = uvicorn.Config(
+        create_app(config), lifespan="off", log_level=log_level, server_header=False
+    )
     # uvicorn's logger is the one its config just set up; with sockets it prints no URL itself.
     logging.getLogger("uvicorn.error").info(
         "vidpipe provider emulator on %s (azure endpoint %s, openai base url %s/v1)",

@@ -228,7 +228,7 @@ class EmulatorState:
             factor = directives.slow_factor or cfg.slow_factor
             phases = [p * factor for p in phases]
         scale = cfg.time_scale
-        ends = list(itertools.accumulate(now + p / scale for p in [0.0, *phases]))[1:]
+        ends = [now + t for t in itertools.accumulate(p / scale for p in phases)]
         boundaries = (ends[0], ends[1], ends[2], ends[3])
         failure = directives.fail
         if failure is None and self.moderated(prompt):

@@ -86,6 +86,9 @@ Sleep = Callable[[float], Awaitable[None]]
 # --- small helpers ---------------------------------------------------------------------------
 
 
+_BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "application/mp4"})
+
+
 def endpoint_host(url: str) -> str:
     """hostname[:port] of `url`: no scheme, path, query or userinfo, so safe for events and logs."""
     parts = urlsplit(url)
@@ -483,7 +486,9 @@ async def stream_video(
             raise error_for_response(provider, action, response, content, secrets=secrets)
         content_type = response.headers.get("content-type", "")
         media_type = content_type.split(";", 1)[0].strip().lower()
-        if status != 200 or not media_type.startswith("video/"):
+        # Storage hosts behind a redirect often say octet-stream for MP4; the bytes are still
+        # checked (ftyp box) before anything is stored, so only clearly-not-video types stop here.
+        if status != 200 or not (media_type.startswith("video/") or media_type in _BINARY_TYPES):
             raise InvalidVideo(
                 f"{provider} {action}: HTTP {status} with content-type "
                 f"{truncate(media_type or 'none', 80)!r}, not a video",

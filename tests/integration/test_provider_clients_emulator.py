@@ -1,0 +1,235 @@
+"""Both provider clients against the real emulator over loopback HTTP (no mocks on either side)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from vidpipe.emulator import EmulatorConfig, EmulatorServer
+from vidpipe.errors import (
+    AuthenticationFailed,
+    DownloadNotAvailable,
+    InvalidVideo,
+    NotFound,
+    RateLimited,
+)
+from vidpipe.providers import (
+    InputImage,
+    ProviderClient,
+    ProviderJob,
+    RetryPolicy,
+    VideoSpec,
+    build_provider,
+)
+from vidpipe.settings import ProviderSettings
+
+KEY = "emulator-test-key-5f3a"
+# 100x: the emulated ~7 s schedule takes ~70 ms of real time.
+TIME_SCALE = 100.0
+
+
+class Sleeps:
+    """Injected into RetryPolicy so retries are recorded, not waited."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[EmulatorServer]:
+    config = EmulatorConfig(
+        api_key=KEY,  # pydantic coerces str to SecretStr
+        time_scale=TIME_SCALE,
+        max_concurrent_jobs=None,
+        deployments=["sora", "sora-2"],
+    )
+    async with EmulatorServer(config) as server:
+        yield server
+
+
+def settings_for(server: EmulatorServer, key: str = KEY, **extra: str) -> ProviderSettings:
+    values: dict[str, Any] = {
+        "VIDPIPE_AZURE_ENDPOINT": server.azure_endpoint,
+        "VIDPIPE_AZURE_API_KEY": key,
+        "VIDPIPE_OPENAI_BASE_URL": server.openai_base_url,
+        "VIDPIPE_OPENAI_API_KEY": key,
+        **extra,
+    }
+    return ProviderSettings(**values)
+
+
+def client_for(server: EmulatorServer, name: str, **kwargs: Any) -> ProviderClient:
+    return build_provider(name, settings_for(server), timeout_s=10.0, **kwargs)
+
+
+def png(width: int, height: int) -> bytes:
+    """A valid greyscale PNG, built by hand so the test needs no imaging library."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+async def poll_until_terminal(client: ProviderClient, job_id: str) -> ProviderJob:
+    deadline = asyncio.get_running_loop().time() + 20.0
+    while True:
+        job = await client.get_job(job_id)
+        if job.terminal:
+            return job
+        assert asyncio.get_running_loop().time() < deadline, f"job stuck in {job.raw_status}"
+        # Honour the provider's hint, but keep the test quick.
+        await asyncio.sleep(min(job.poll_after_s or 0.02, 0.05))
+
+
+async def download_bytes(client: ProviderClient, job: ProviderJob) -> bytes:
+    async with client.download(job.job_id, job.generation_ids[0]) as video:
+        assert video.content_type.startswith("video/mp4")
+        data = b"".join([chunk async for chunk in video.chunks])
+        if video.content_length is not None:
+            assert video.content_length == len(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("azure-sora", VideoSpec(prompt="a lighthouse at dusk", width=854, height=480, seconds=5)),
+        ("openai-videos", VideoSpec(prompt="a lighthouse at dusk", seconds=4)),
+    ],
+)
+async def test_create_poll_download(emulator: EmulatorServer, name: str, spec: VideoSpec) -> None:
+    client = client_for(emulator, name)
+    try:
+        created = await client.create_job(spec, idempotency_key=f"it-{name}-1")
+        assert created.status in ("queued", "running")
+        assert client.endpoint_host == f"127.0.0.1:{emulator.port}"
+        job = await poll_until_terminal(client, created.job_id)
+        assert job.status == "succeeded", (job.raw_status, job.failure_code)
+        assert job.generation_ids
+        assert job.expires_at is not None and job.expires_at.tzinfo is not None
+        data = await download_bytes(client, job)
+        assert data[4:8] == b"ftyp"
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("name", ["azure-sora", "openai-videos"])
+async def test_same_idempotency_key_returns_the_same_job(
+    emulator: EmulatorServer, name: str
+) -> None:
+    client = client_for(emulator, name)
+    try:
+        spec = VideoSpec(prompt="one job only", seconds=4, width=1280, height=720)
+        first = await client.create_job(spec, idempotency_key="it-same")
+        again = await client.create_job(spec, idempotency_key="it-same")
+        assert first.job_id == again.job_id
+    finally:
+        await client.aclose()
+
+
+async def test_azure_image_input(emulator: EmulatorServer) -> None:
+    client = client_for(emulator, "azure-sora")
+    try:
+        image = InputImage(data=png(64, 36), content_type="image/png", filename="start.png")
+        spec = VideoSpec(prompt="animate this", width=1280, height=720, seconds=5, image=image)
+        created = await client.create_job(spec, idempotency_key="it-img")
+        job = await poll_until_terminal(client, created.job_id)
+        assert job.status == "succeeded"
+        assert (await download_bytes(client, job))[4:8] == b"ftyp"
+    finally:
+        await client.aclose()
+
+
+async def test_openai_image_input(emulator: EmulatorServer) -> None:
+    client = client_for(emulator, "openai-videos")
+    try:
+        # The protocol wants the reference image to match `size` exactly.
+        image = InputImage(data=png(1280, 720), content_type="image/png", filename="ref.png")
+        spec = VideoSpec(prompt="animate this", width=1280, height=720, seconds=4, image=image)
+        created = await client.create_job(spec, idempotency_key="it-img")
+        job = await poll_until_terminal(client, created.job_id)
+        assert job.status == "succeeded"
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("directive", "error"),
+    [("missing", DownloadNotAvailable), ("json_body", InvalidVideo)],
+)
+@pytest.mark.parametrize("name", ["azure-sora", "openai-videos"])
+async def test_unusable_download(
+    emulator: EmulatorServer, name: str, directive: str, error: type[Exception]
+) -> None:
+    client = client_for(emulator, name)
+    try:
+        spec = VideoSpec(prompt=f"a storm [emulator:download={directive}]", seconds=4)
+        created = await client.create_job(spec, idempotency_key=f"it-{directive}")
+        job = await poll_until_terminal(client, created.job_id)
+        assert job.status == "succeeded"
+        with pytest.raises(error):
+            async with client.download(job.job_id, job.generation_ids[0]):
+                pytest.fail("must not yield a download")
+    finally:
+        await client.aclose()
+
+
+async def test_azure_wrong_deployment_is_a_clear_not_found(emulator: EmulatorServer) -> None:
+    values = {"azure_deployment": "no-such-deployment"}
+    client = build_provider("azure-sora", settings_for(emulator, **values))
+    try:
+        with pytest.raises(NotFound) as info:
+            await client.create_job(VideoSpec(prompt="p"), idempotency_key="it-dep")
+        assert "'no-such-deployment'" in str(info.value)
+        assert KEY not in str(info.value)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("name", ["azure-sora", "openai-videos"])
+async def test_wrong_key_is_authentication_failed_without_the_key(
+    emulator: EmulatorServer, name: str
+) -> None:
+    wrong = "wrong-key-that-must-not-leak-77"
+    client = build_provider(name, settings_for(emulator, key=wrong))
+    try:
+        with pytest.raises(AuthenticationFailed) as info:
+            await client.get_job("task_nope")
+        assert wrong not in str(info.value) and wrong not in repr(info.value)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("name", ["azure-sora", "openai-videos"])
+async def test_rate_limit_retries_honour_retry_after_then_give_up(
+    emulator: EmulatorServer, name: str
+) -> None:
+    sleeps = Sleeps()
+    client = client_for(emulator, name, retry=RetryPolicy(attempts=3, sleep=sleeps))
+    try:
+        with pytest.raises(RateLimited) as info:
+            await client.create_job(
+                VideoSpec(prompt="busy [emulator:rate_limit]", seconds=4), idempotency_key="it-429"
+            )
+        assert info.value.retry_after is not None
+        assert len(sleeps.waits) == 2
+        assert all(w == pytest.approx(info.value.retry_after, abs=1.0) for w in sleeps.waits)
+    finally:
+        await client.aclose()
