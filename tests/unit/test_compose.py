@@ -17,7 +17,7 @@ SPEC = ROOT.parent / "shared" / "ref" / "compose-spec.json"
 def test_compose_file_is_valid_and_runs_every_stage() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     schema = json.loads(SPEC.read_text())
-    jsonschema.validate(compose, schema)
+    jsonschema.Draft7Validator(schema).validate(compose)
     services = compose["services"]
     for stage in STAGES:
         assert services[stage]["command"] == ["run", stage]
