@@ -42,7 +42,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -330,6 +330,7 @@ def demo(
         asyncio.run(send())
         console.print(f"sent {len(samples)} requests; following them…")
         rows = asyncio.run(_follow(settings, [s.request_id for s in samples], timeout))
+        console.print()
         ok = _report_demo(rows, settings)
     finally:
         if keep:
@@ -354,9 +355,10 @@ def _report_demo(rows: dict[str, Any], settings: Settings) -> bool:
         path = Path(url.removeprefix("file://"))
         info = probe_mp4(path)
         console.print(
-            f"[green]{rid}[/green]: {path} ({info['width']}x{info['height']}, "
-            f"{info['frames']} frames, {info['codec']}) — opens in PyAV"
+            f"[green]{rid}[/green] {info['width']}x{info['height']}, {info['frames']} frames,"
+            f" {info['codec']}, opens in PyAV:",
         )
+        console.print(f"  {path}", soft_wrap=True, highlight=False)
     console.print(f"records: {settings.database_url} (table `projects`; `vidpipe status`)")
     return ok
 

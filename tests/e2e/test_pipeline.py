@@ -133,3 +133,27 @@ async def test_malformed_request_is_dead_lettered_and_the_next_one_completes(
 
     views = await pipeline.wait_for([good.request_id])
     assert views[good.request_id].status == "stored"
+
+
+async def test_azure_quota_of_two_makes_the_rest_wait_and_none_is_dropped(
+    pipeline: Pipeline, emulator: EmulatorThread
+) -> None:
+    for name in ("submitter", "poller", "fetcher", "recorder"):
+        pipeline.start(name)
+    before = dict(emulator.state.stats)
+    prefix = pipeline.settings.topic_prefix
+    requests = [_request(prefix, f"quota{i}", provider="azure-sora") for i in range(5)]
+    await pipeline.publish(*requests)
+    views = await pipeline.wait_for([r.request_id for r in requests], timeout_s=180)
+    assert {v.status for v in views.values()} == {"stored"}
+    after = dict(emulator.state.stats)
+
+    def delta(key: str) -> int:
+        return after.get(key, 0) - before.get(key, 0)
+
+    # The emulator enforces Azure's 2 concurrent jobs with 429s: the submitter never hit one,
+    # because it held the other three back itself, and it created each job exactly once.
+    assert delta("azure.creates_rejected_429") == 0
+    assert delta("azure.jobs_created") == 5
+    for request in requests:
+        assert await pipeline.count_events(request.request_id, "JobSubmitted") == 1
