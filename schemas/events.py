@@ -7,7 +7,10 @@ Public events (the contract with upstream producers and with the fallback subscr
     JobSucceeded         -> {prefix}job.succeeded          (poller -> fetcher)
     JobFailed            -> {prefix}job.failed             (submitter / poller -> recorder)
     DownloadUnavailable  -> {prefix}download.unavailable   (fetcher -> fallbacks)
-    VideoStored          -> {prefix}video.stored           (fetcher / fallbacks -> recorder)
+    VideoStored          -> {prefix}video.stored           (fetcher / placeholder / redownloader)
+    DownloadRetryScheduled -> {prefix}download.retry       (redownloader -> recorder)
+    DownloadGaveUp       -> {prefix}download.gaveup        (redownloader -> failover, recorder)
+    UserNotified         -> {prefix}user.notified          (notifier -> recorder)
 
 Internal messages (never produced by upstream systems):
     DeadLetter           -> {prefix}deadletter             (any stage, for poison messages)
@@ -41,6 +44,8 @@ __all__ = [
     "EVENT_TYPES",
     "PUBLIC_EVENTS",
     "DeadLetter",
+    "DownloadGaveUp",
+    "DownloadRetryScheduled",
     "DownloadUnavailable",
     "Event",
     "FallbackName",
@@ -52,7 +57,9 @@ __all__ = [
     "JobSucceeded",
     "PollDue",
     "RequestId",
+    "RequestSnapshot",
     "Timer",
+    "UserNotified",
     "VideoStored",
     "derive_event_id",
     "utcnow",
@@ -158,6 +165,39 @@ class GenerationRequested(Event):
         return int(self.size.split("x")[1])
 
 
+class RequestSnapshot(_Model):
+    """What the fallbacks need to know of the original request, carried along the job's events
+    (JobSubmitted -> JobSucceeded -> DownloadUnavailable) so no stage has to look it up."""
+
+    prompt: str
+    input_image_url: str | None = None
+    seconds: int = 5
+    size: str = "1280x720"
+    variants: int = 1
+    provider: str | None = None
+    model: str | None = None
+    fallbacks: list[FallbackName] | None = None
+    callback_url: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    parent_request_id: str | None = None
+
+    @classmethod
+    def of(cls, request: GenerationRequested) -> RequestSnapshot:
+        return cls(
+            prompt=request.prompt,
+            input_image_url=str(request.input_image_url) if request.input_image_url else None,
+            seconds=request.seconds,
+            size=request.size,
+            variants=request.variants,
+            provider=request.provider,
+            model=request.model,
+            fallbacks=request.fallbacks,
+            callback_url=str(request.callback_url) if request.callback_url else None,
+            metadata=dict(request.metadata),
+            parent_request_id=request.parent_request_id,
+        )
+
+
 class _JobEvent(Event):
     provider: str = Field(description="Provider name, e.g. azure-sora or openai-videos.")
     provider_job_id: str
@@ -166,6 +206,7 @@ class _JobEvent(Event):
 
 class JobSubmitted(_JobEvent):
     event_type: Literal["JobSubmitted"] = "JobSubmitted"
+    request: RequestSnapshot | None = None
     model: str | None = None
     status: JobState = "queued"
     expires_at: datetime | None = None
@@ -180,6 +221,7 @@ class JobProgressed(_JobEvent):
 
 class JobSucceeded(_JobEvent):
     event_type: Literal["JobSucceeded"] = "JobSucceeded"
+    request: RequestSnapshot | None = None
     generation_ids: list[str] = Field(min_length=1)
     expires_at: datetime | None = None
 
@@ -195,6 +237,7 @@ class JobFailed(Event):
 
 class DownloadUnavailable(_JobEvent):
     event_type: Literal["DownloadUnavailable"] = "DownloadUnavailable"
+    request: RequestSnapshot | None = None
     generation_id: str
     reason_code: str = Field(description="not_found, invalid_content, transient_error, too_large…")
     http_status: int | None = None
@@ -214,6 +257,41 @@ class VideoStored(Event):
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
     content_type: str = "video/mp4"
     placeholder: bool = False
+
+
+class DownloadRetryScheduled(_JobEvent):
+    """The redownloader will try the download again at `next_attempt_at`."""
+
+    event_type: Literal["DownloadRetryScheduled"] = "DownloadRetryScheduled"
+    generation_id: str
+    attempt: int = Field(ge=1, description="The attempt this schedules (1 = first retry).")
+    next_attempt_at: datetime
+    last_reason_code: str
+    attempted_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+class DownloadGaveUp(_JobEvent):
+    """The redownloader stopped: the asset expired, or the attempts ran out."""
+
+    event_type: Literal["DownloadGaveUp"] = "DownloadGaveUp"
+    generation_id: str
+    reason_code: Literal["expired", "max_attempts"]
+    attempts: int = Field(ge=0)
+    message: str = Field(max_length=2000)
+    request: RequestSnapshot | None = None
+
+
+class UserNotified(Event):
+    """The notifier told the requester (webhook and/or a message for the record)."""
+
+    event_type: Literal["UserNotified"] = "UserNotified"
+    channel: Literal["webhook", "record"]
+    language: str = Field(max_length=16)
+    message: str = Field(max_length=2000)
+    webhook_id: str | None = None
+    webhook_status: int | None = None
+    delivered: bool
 
 
 class DeadLetter(_Model):
@@ -253,6 +331,7 @@ class PollDue(Event):
     last_status: str | None = None
     last_progress: int | None = None
     transient_errors: int = Field(default=0, ge=0)
+    request: RequestSnapshot | None = None
 
 
 PUBLIC_EVENTS: tuple[type[Event], ...] = (
@@ -263,6 +342,9 @@ PUBLIC_EVENTS: tuple[type[Event], ...] = (
     JobFailed,
     DownloadUnavailable,
     VideoStored,
+    DownloadRetryScheduled,
+    DownloadGaveUp,
+    UserNotified,
 )
 _ALL_EVENTS: tuple[type[Event], ...] = (*PUBLIC_EVENTS, PollDue)
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in _ALL_EVENTS}

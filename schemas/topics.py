@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.events import (
+    DownloadGaveUp,
+    DownloadRetryScheduled,
     DownloadUnavailable,
     Event,
     GenerationRequested,
@@ -12,6 +14,7 @@ from schemas.events import (
     JobProgressed,
     JobSubmitted,
     JobSucceeded,
+    UserNotified,
     VideoStored,
 )
 
@@ -56,6 +59,18 @@ class Topics:
         return self._t("video.stored")
 
     @property
+    def download_retry(self) -> str:
+        return self._t("download.retry")
+
+    @property
+    def download_gaveup(self) -> str:
+        return self._t("download.gaveup")
+
+    @property
+    def user_notified(self) -> str:
+        return self._t("user.notified")
+
+    @property
     def deadletter(self) -> str:
         return self._t("deadletter")
 
@@ -82,6 +97,9 @@ class Topics:
             JobFailed: self.job_failed,
             DownloadUnavailable: self.download_unavailable,
             VideoStored: self.video_stored,
+            DownloadRetryScheduled: self.download_retry,
+            DownloadGaveUp: self.download_gaveup,
+            UserNotified: self.user_notified,
         }[cls]
 
     def public(self) -> list[str]:
@@ -93,8 +111,15 @@ class Topics:
             self.job_failed,
             self.download_unavailable,
             self.video_stored,
+            self.download_retry,
+            self.download_gaveup,
+            self.user_notified,
             self.deadletter,
         ]
+
+    def due(self, stage: str) -> str:
+        """Where a stage's timers are released to (the stage subscribes to it)."""
+        return self._t(f"{stage}.due")
 
     def internal(self) -> list[str]:
         return [
@@ -102,6 +127,8 @@ class Topics:
             self.poller_due,
             self.timers("submitter"),
             self.submitter_retry,
+            self.timers("redownloader"),
+            self.due("redownloader"),
         ]
 
     def all(self) -> list[str]:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.events import FallbackName
 from schemas.topics import DEFAULT_PREFIX, Topics
 
 __all__ = ["ProviderSettings", "Settings"]
@@ -91,9 +92,38 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     http_timeout_s: float = Field(default=30.0, gt=0)
 
+    # Fallbacks when the video cannot be downloaded (used when a request's `fallbacks` is null).
+    default_fallbacks: str = "placeholder,notify,retry"
+    # Redownloader: first retry after this long, doubling up to the cap, until expires_at.
+    redownload_initial_s: float = Field(default=60.0, gt=0)
+    redownload_max_interval_s: float = Field(default=3600.0, gt=0)
+    redownload_max_attempts: int = Field(default=48, ge=1)
+    # Failover: the provider a failed-over request goes to, and when ("immediate": as soon as the
+    # download is unavailable; "after_retry": when the redownloader gives up).
+    failover_provider: str | None = None
+    failover_when: str = Field(default="after_retry", pattern="^(immediate|after_retry)$")
+    # Notifier: Standard-Webhooks secret ("whsec_" + base64), an optional CA bundle for callbacks.
+    webhook_secret: SecretStr | None = None
+    webhook_ca_file: Path | None = None
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+
     log_level: str = "INFO"
     log_format: str = Field(default="console", pattern="^(console|json)$")
     metrics_port: int | None = None
+
+    @field_validator("default_fallbacks")
+    @classmethod
+    def _known_fallbacks(cls, value: str) -> str:
+        from vidpipe.fallbacks import parse_fallbacks
+
+        parse_fallbacks(value)
+        return value
+
+    @property
+    def fallback_default(self) -> list[FallbackName]:
+        from vidpipe.fallbacks import parse_fallbacks
+
+        return parse_fallbacks(self.default_fallbacks)
 
     @field_validator("database_url")
     @classmethod

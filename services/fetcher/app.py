@@ -5,6 +5,7 @@ from __future__ import annotations
 from schemas.events import JobSucceeded
 from services.fetcher.handlers import FetcherDeps, handle_job_succeeded
 from vidpipe.bootstrap import Stage, open_providers, open_storage
+from vidpipe.download import DownloadPolicy
 from vidpipe.settings import Settings
 
 __all__ = ["create_stage"]
@@ -26,8 +27,9 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
             providers=providers,
             storage=storage,
             publisher=stage.publisher,
-            max_bytes=settings.max_video_bytes,
-            attempts=settings.download_attempts,
+            download=DownloadPolicy(
+                max_bytes=settings.max_video_bytes, attempts=settings.download_attempts
+            ),
         )
 
     stage.on_startup(startup)

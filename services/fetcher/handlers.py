@@ -14,16 +14,10 @@ Rules (from what real users tripped on):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from schemas.events import (
     DownloadUnavailable,
@@ -33,11 +27,12 @@ from schemas.events import (
     utcnow,
 )
 from vidpipe.bus import Publisher
+from vidpipe.download import DownloadPolicy, store_video, video_key
 from vidpipe.errors import ProviderError
 from vidpipe.providers.base import ProviderClient
-from vidpipe.storage import StoredObject, VideoStorage
+from vidpipe.storage import VideoStorage
 
-__all__ = ["FetcherDeps", "handle_job_succeeded", "video_key"]
+__all__ = ["FetcherDeps", "handle_job_succeeded"]
 
 log = structlog.get_logger("vidpipe.fetcher")
 
@@ -47,17 +42,7 @@ class FetcherDeps:
     providers: Mapping[str, ProviderClient]
     storage: VideoStorage
     publisher: Publisher
-    max_bytes: int = 512 * 1024 * 1024
-    attempts: int = 3
-    # Tests pass a zero wait; production backs off between download attempts.
-    wait: Callable[..., float] | None = None
-
-
-def video_key(request_id: str, index: int, generation_id: str) -> str:
-    safe_generation = "".join(
-        c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in generation_id
-    )
-    return f"{request_id}/{index}-{safe_generation}.mp4"
+    download: DownloadPolicy = field(default_factory=DownloadPolicy)
 
 
 async def handle_job_succeeded(event: JobSucceeded, deps: FetcherDeps) -> None:
@@ -84,7 +69,14 @@ async def _fetch_one(
             )
             return
         try:
-            stored = await _download(client, event, generation_id, key, deps)
+            stored = await store_video(
+                client,
+                deps.storage,
+                job_id=event.provider_job_id,
+                generation_id=generation_id,
+                key=key,
+                policy=deps.download,
+            )
         except ProviderError as exc:
             code = "transient_error" if exc.retryable else exc.code
             logger.warning("download_unavailable", reason_code=code, status=exc.status_code)
@@ -109,29 +101,6 @@ async def _fetch_one(
     )
 
 
-async def _download(
-    client: ProviderClient, event: JobSucceeded, generation_id: str, key: str, deps: FetcherDeps
-) -> StoredObject:
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(deps.attempts),
-        wait=deps.wait or wait_exponential_jitter(initial=1, max=20),
-        # Retryable provider errors (5xx, timeouts) and truncated transfers are worth another go.
-        retry=retry_if_exception(lambda exc: bool(getattr(exc, "retryable", False))),
-        reraise=True,
-    )
-    async for attempt in retrying:
-        with attempt:
-            async with client.download(event.provider_job_id, generation_id) as download:
-                return await deps.storage.put_stream(
-                    key,
-                    download.chunks,
-                    content_type=download.content_type,
-                    max_bytes=deps.max_bytes,
-                    expected_length=download.content_length,
-                )
-    raise AssertionError("unreachable: tenacity reraises the last error")
-
-
 async def _unavailable(
     deps: FetcherDeps,
     event: JobSucceeded,
@@ -154,5 +123,6 @@ async def _unavailable(
             message=message[:2000],
             attempted_at=utcnow(),
             expires_at=event.expires_at,
+            request=event.request,
         )
     )

@@ -56,6 +56,7 @@ async def handle_job_submitted(event: JobSubmitted, deps: PollerDeps) -> None:
         provider_job_id=event.provider_job_id,
         endpoint_host=event.endpoint_host,
         last_status=event.status,
+        request=event.request,
     )
     await _schedule(deps, first, deps.interval_s)
 
@@ -102,6 +103,7 @@ async def handle_poll_due(due: PollDue, deps: PollerDeps) -> None:
                 endpoint_host=due.endpoint_host,
                 generation_ids=job.generation_ids or [job.job_id],
                 expires_at=job.expires_at,
+                request=due.request,
             )
         )
         return

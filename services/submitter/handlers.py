@@ -26,6 +26,7 @@ from schemas.events import (
     GenerationRequested,
     JobFailed,
     JobSubmitted,
+    RequestSnapshot,
     derive_event_id,
 )
 from schemas.topics import Topics
@@ -151,6 +152,7 @@ def _submitted(
         provider_job_id=job_id,
         endpoint_host=host,
         model=model,
+        request=RequestSnapshot.of(req),
     )
 
 
