@@ -165,6 +165,8 @@ async def _schedule(deps: PollerDeps, due: PollDue, delay_s: float) -> None:
         target_topic=deps.topics.poller_due,
         key=due.request_id,
         payload=due.model_dump(mode="json"),
+        # The check's own (deterministic) id: a step run twice schedules one next check.
+        timer_id=due.event_id,
     )
 
 

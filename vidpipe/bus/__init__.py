@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any, Protocol
 
 from faststream.kafka import KafkaBroker
@@ -36,7 +37,13 @@ class Publisher(Protocol):
     async def publish(self, event: Event) -> None: ...
 
     async def schedule(
-        self, *, delay_s: float, target_topic: str, key: str, payload: dict[str, Any]
+        self,
+        *,
+        delay_s: float,
+        target_topic: str,
+        key: str,
+        payload: dict[str, Any],
+        timer_id: uuid.UUID | None = None,
     ) -> None: ...
 
 
@@ -66,10 +73,16 @@ class KafkaPublisher:
         )
 
     async def schedule(
-        self, *, delay_s: float, target_topic: str, key: str, payload: dict[str, Any]
+        self,
+        *,
+        delay_s: float,
+        target_topic: str,
+        key: str,
+        payload: dict[str, Any],
+        timer_id: uuid.UUID | None = None,
     ) -> None:
         await self.timers.schedule(
-            delay_s=delay_s, target_topic=target_topic, key=key, payload=payload
+            delay_s=delay_s, target_topic=target_topic, key=key, payload=payload, timer_id=timer_id
         )
 
 
@@ -84,7 +97,13 @@ class MemoryPublisher:
         self.events.append(event)
 
     async def schedule(
-        self, *, delay_s: float, target_topic: str, key: str, payload: dict[str, Any]
+        self,
+        *,
+        delay_s: float,
+        target_topic: str,
+        key: str,
+        payload: dict[str, Any],
+        timer_id: uuid.UUID | None = None,
     ) -> None:
         self.scheduled.append((delay_s, target_topic, key, json.loads(json.dumps(payload))))
 

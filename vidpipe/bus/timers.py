@@ -1,24 +1,32 @@
-"""Durable timers on Kafka: pause-until-due, no sleeping handlers, no cron.
+"""Durable timers on Kafka: no sleeping handlers, no cron.
 
-A stage that must come back to something later (poll a job again in 5 s, retry a submission when
-a quota slot frees) publishes a `Timer` to its own topic `{prefix}timers.<stage>`. The stage's
-`TimerRelay` consumes that topic with its own consumer group. When the record at the head of a
-partition is not yet due, the relay pauses that partition and seeks back to it; once it is due, the
-relay publishes the timer's payload to its target topic and only then commits the offset. So a
-killed process loses no timer: the uncommitted ones are read again by whoever owns the partition
-next. A timer may fire twice around a crash (at least once); the targets are idempotent.
+A stage that must come back to something later (poll a job again in 5 s, retry a download in an
+hour) publishes a `Timer` to its own topic `{prefix}timers.<stage>`. The stage's `TimerRelay`
+consumes that topic in its own consumer group and keeps the timers it has read in a heap ordered
+by due time. When one is due it publishes the timer's payload to the target topic.
 
-Timers on one partition fire in log order: a long timer ahead of a short one delays the short one.
-Each stage uses one timer topic for delays of a similar size, which keeps that cost small.
+Offsets are committed only up to the oldest timer of each partition that has not fired yet (the
+watermark), so a killed process loses nothing: whoever owns the partition next reads again from
+the watermark. Timers past the watermark that had already fired fire a second time then: delivery
+is at least once, and every target is idempotent. A long timer never holds up a short one behind
+it, because firing follows due time, not log order.
+
+Memory is bounded: past `max_pending` timers in the heap the relay pauses its partitions (the
+pause-until-due of the design) until enough have fired.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
+import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,10 +52,18 @@ class TimerScheduler:
         self._publish_raw = publish_raw
 
     async def schedule(
-        self, *, delay_s: float, target_topic: str, key: str, payload: dict[str, Any]
+        self,
+        *,
+        delay_s: float,
+        target_topic: str,
+        key: str,
+        payload: dict[str, Any],
+        timer_id: uuid.UUID | None = None,
     ) -> Timer:
+        """Publish a timer. Pass a deterministic `timer_id` for chains of timers (poll after
+        poll): if a crash makes a step run twice, the relay keeps one copy of the next timer."""
         timer = Timer(
-            timer_id=uuid.uuid4(),
+            timer_id=timer_id or uuid.uuid4(),
             due_at=datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s)),
             target_topic=target_topic,
             key=key,
@@ -57,13 +73,21 @@ class TimerScheduler:
         return timer
 
 
-class _Forget(ConsumerRebalanceListener):  # type: ignore[misc]
+@dataclass(order=True)
+class _Pending:
+    due: float
+    seq: int
+    tp: TopicPartition = field(compare=False)
+    offset: int = field(compare=False)
+    timer: Timer = field(compare=False)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, relay: TimerRelay) -> None:
         self._relay = relay
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        for tp in revoked:
-            self._relay._paused.pop(tp, None)
+        await self._relay._forget(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         return None
@@ -82,6 +106,7 @@ class TimerRelay:
         publish_dead_letter: Callable[[DeadLetter], Awaitable[None]],
         stage: str,
         clock: Callable[[], float] = time.time,
+        max_pending: int = 100_000,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = timer_topic
@@ -90,10 +115,24 @@ class TimerRelay:
         self._publish_dead_letter = publish_dead_letter
         self._stage = stage
         self._clock = clock
-        self._paused: dict[TopicPartition, float] = {}
+        self._max_pending = max_pending
+        self._heap: list[_Pending] = []
+        self._seq = itertools.count()
+        # Per partition: offsets read but not fired yet, and the next offset to read.
+        self._unfired: dict[TopicPartition, set[int]] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._paused = False
+        # Timer ids taken in, oldest first: a second timer with a known id is a copy from a step
+        # that ran twice, and is dropped. Bounded, since copies arrive close together.
+        self._seen: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.fired = 0
+
+    @property
+    def pending(self) -> int:
+        return sum(len(v) for v in self._unfired.values())
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -101,10 +140,8 @@ class TimerRelay:
             group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # Paused partitions keep the consumer polling, so the group never times it out.
-            max_poll_interval_ms=300_000,
         )
-        self._consumer.subscribe([self._topic], listener=_Forget(self))
+        self._consumer.subscribe([self._topic], listener=_Rebalance(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"timer-relay:{self._topic}")
 
@@ -114,6 +151,8 @@ class TimerRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._commit()
             await self._consumer.stop()
 
     async def _run(self) -> None:
@@ -125,58 +164,91 @@ class TimerRelay:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # The consumer position is rewound by not committing; look again shortly.
+                # Nothing is committed past an unfired timer, so a failed publish is retried.
                 log.exception("timer_relay_error", topic=self._topic)
                 await asyncio.sleep(1.0)
 
     def _wait_ms(self) -> int:
-        if not self._paused:
+        if not self._heap:
             return 500
-        until = min(self._paused.values()) - self._clock()
-        return int(min(500.0, max(10.0, until * 1000)))
+        until = self._heap[0].due - self._clock()
+        return int(min(500.0, max(0.0, until * 1000)))
 
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
-        self._resume_due(consumer)
-        batch = await consumer.getmany(timeout_ms=self._wait_ms(), max_records=200)
+        batch = await consumer.getmany(timeout_ms=self._wait_ms(), max_records=500)
         for tp, records in batch.items():
-            last_done: int | None = None
             for record in records:
-                due = await self._due_at(record)
-                if due is not None and due > self._clock():
-                    consumer.seek(tp, record.offset)
-                    consumer.pause(tp)
-                    self._paused[tp] = due
-                    break
-                last_done = record.offset
-            if last_done is not None:
-                await consumer.commit({tp: last_done + 1})
-        self._resume_due(consumer)
+                await self._take(tp, record)
+        await self._fire_due()
+        await self._commit()
+        self._apply_backpressure(consumer)
 
-    async def _due_at(self, record: Any) -> float | None:
-        """Fire the timer if due; return its due time if not. None means handled."""
+    async def _take(self, tp: TopicPartition, record: Any) -> None:
+        self._next[tp] = record.offset + 1
         try:
             timer = Timer.model_validate_json(record.value)
         except ValidationError as exc:
             await self._publish_dead_letter(
                 build_dead_letter(record, self._stage, f"invalid timer: {exc.error_count()} errors")
             )
-            return None
-        due = timer.due_at.timestamp()
-        if due > self._clock():
-            return due
-        await self._publish_raw(timer.target_topic, timer.key, _json_bytes(timer.payload))
-        self.fired += 1
-        return None
+            return
+        if timer.timer_id in self._seen:
+            return
+        self._seen[timer.timer_id] = None
+        if len(self._seen) > 4 * self._max_pending:
+            self._seen.popitem(last=False)
+        self._unfired.setdefault(tp, set()).add(record.offset)
+        heapq.heappush(
+            self._heap,
+            _Pending(timer.due_at.timestamp(), next(self._seq), tp, record.offset, timer),
+        )
 
-    def _resume_due(self, consumer: AIOKafkaConsumer) -> None:
+    async def _fire_due(self) -> None:
         now = self._clock()
-        for tp, due in list(self._paused.items()):
-            if due <= now:
-                consumer.resume(tp)
-                del self._paused[tp]
+        while self._heap and self._heap[0].due <= now:
+            item = heapq.heappop(self._heap)
+            offsets = self._unfired.get(item.tp)
+            if offsets is None or item.offset not in offsets:
+                continue  # its partition was revoked: the new owner fires it
+            await self._publish_raw(
+                item.timer.target_topic,
+                item.timer.key,
+                json.dumps(item.timer.payload, separators=(",", ":"), default=str).encode(),
+            )
+            offsets.discard(item.offset)
+            self.fired += 1
 
+    async def _commit(self) -> None:
+        if self._consumer is None:
+            return
+        marks: dict[TopicPartition, int] = {}
+        for tp, next_offset in self._next.items():
+            unfired = self._unfired.get(tp)
+            mark = min(unfired) if unfired else next_offset
+            if self._committed.get(tp) != mark:
+                marks[tp] = mark
+        if marks:
+            await self._consumer.commit(marks)
+            self._committed.update(marks)
 
-def _json_bytes(payload: dict[str, Any]) -> bytes:
-    import json
+    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
+        full = self.pending >= self._max_pending
+        if full and not self._paused:
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+            log.warning("timer_relay_full", topic=self._topic, pending=self.pending)
+        elif not full and self._paused:
+            consumer.resume(*consumer.assignment())
+            self._paused = False
 
-    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+    async def _forget(self, revoked: set[TopicPartition]) -> None:
+        # Commit our watermark for the partitions we lose, then drop their timers: the next
+        # owner reads them again from that watermark.
+        with contextlib.suppress(Exception):
+            await self._commit()
+        for tp in revoked:
+            self._unfired.pop(tp, None)
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
+        self._heap = [p for p in self._heap if p.tp not in revoked]
+        heapq.heapify(self._heap)
