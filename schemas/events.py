@@ -16,6 +16,7 @@ Internal messages (never produced by upstream systems):
     DeadLetter           -> {prefix}deadletter             (any stage, for poison messages)
     Timer                -> {prefix}timers.<stage>         (durable timers, see vidpipe.bus.timers)
     PollDue              -> {prefix}poller.due             (a due status check for the poller)
+    RedownloadDue        -> {prefix}redownloader.due       (a due download retry)
 
 Every event carries the envelope (event_id, event_type, schema_version, occurred_at, request_id,
 causation_id). `request_id` is also the Kafka key on every topic, so one generation's events stay
@@ -56,6 +57,7 @@ __all__ = [
     "JobSubmitted",
     "JobSucceeded",
     "PollDue",
+    "RedownloadDue",
     "RequestId",
     "RequestSnapshot",
     "Timer",
@@ -238,6 +240,7 @@ class JobFailed(Event):
 class DownloadUnavailable(_JobEvent):
     event_type: Literal["DownloadUnavailable"] = "DownloadUnavailable"
     request: RequestSnapshot | None = None
+    variant_index: int = Field(default=0, ge=0)
     generation_id: str
     reason_code: str = Field(description="not_found, invalid_content, transient_error, too_large…")
     http_status: int | None = None
@@ -332,6 +335,14 @@ class PollDue(Event):
     last_progress: int | None = None
     transient_errors: int = Field(default=0, ge=0)
     request: RequestSnapshot | None = None
+
+
+class RedownloadDue(_Model):
+    """One scheduled download retry (internal to the redownloader)."""
+
+    event_type: Literal["RedownloadDue"] = "RedownloadDue"
+    retry_attempt: int = Field(ge=1)
+    unavailable: DownloadUnavailable
 
 
 PUBLIC_EVENTS: tuple[type[Event], ...] = (

@@ -25,6 +25,8 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -66,6 +68,11 @@ projects = Table(
     Column("video_size_bytes", BigInteger),
     Column("video_sha256", String(64)),
     Column("expires_at", DateTime(timezone=True)),
+    # The fallbacks' part of the story.
+    Column("user_message", Text),
+    Column("retry_attempts", Integer),
+    Column("next_retry_at", DateTime(timezone=True)),
+    Column("failover_request_id", String(128)),
     Column("metadata", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -129,6 +136,19 @@ def normalise_database_url(url: str, *, base_dir: Path | None = None) -> str:
     raise ValueError(f"unsupported database backend: {backend}")
 
 
+def _add_missing_columns(sync_conn: Any) -> None:
+    # Columns added in later versions are nullable, so an older database gains them in place.
+    inspector = inspect(sync_conn)
+    for table in metadata.sorted_tables:
+        existing = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in existing and column.nullable:
+                kind = column.type.compile(dialect=sync_conn.dialect)
+                sync_conn.execute(
+                    text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                )
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Several processes share the file: WAL lets readers run beside the one writer, and the busy
     # timeout makes a writer wait for the lock instead of failing.
@@ -158,6 +178,7 @@ async def create_tables(engine: AsyncEngine, attempts: int = 5) -> None:
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
+                await conn.run_sync(_add_missing_columns)
             return
         except DBAPIError:
             if attempt == attempts - 1:

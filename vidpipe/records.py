@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import desc, insert, select, update
+from sqlalchemy import desc, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import (
+    DownloadGaveUp,
+    DownloadRetryScheduled,
     DownloadUnavailable,
     Event,
     GenerationRequested,
@@ -25,13 +27,22 @@ from schemas.events import (
     JobProgressed,
     JobSubmitted,
     JobSucceeded,
+    UserNotified,
     VideoStored,
 )
 from vidpipe.db import events, projects
 
-__all__ = ["STATUS_RANK", "TERMINAL_STATUSES", "ProjectView", "Records", "project"]
+__all__ = [
+    "STATUS_RANK",
+    "TERMINAL_STATUSES",
+    "ProjectView",
+    "Records",
+    "project",
+    "project_parent",
+]
 
-# Higher ranks win. Terminal states share the top rank so neither overwrites the other.
+# Higher ranks win, so a redelivered or replayed event never moves a request backwards. The
+# fallback states sit between "the provider is done" and "the video is stored".
 STATUS_RANK: dict[str, int] = {
     "requested": 0,
     "submitted": 1,
@@ -39,10 +50,16 @@ STATUS_RANK: dict[str, int] = {
     "running": 3,
     "generated": 4,
     "download_unavailable": 5,
-    "stored": 9,
-    "failed": 9,
+    "retrying": 6,
+    "placeholder": 7,
+    "expired": 8,
+    "gave_up": 8,
+    "failed_over": 9,
+    "stored": 10,
+    "failed": 10,
 }
-TERMINAL_STATUSES = frozenset({"stored", "failed", "download_unavailable"})
+TERMINAL_STATUSES = frozenset({"stored", "failed", "expired", "gave_up"})
+_FINAL = frozenset({"stored", "failed"})
 
 
 def _rank(status: str | None) -> int:
@@ -50,14 +67,11 @@ def _rank(status: str | None) -> int:
 
 
 def project(current: dict[str, Any], event: Event) -> dict[str, Any]:
-    """The column changes `event` makes to a project row whose columns are `current`."""
+    """The column changes `event` makes to its own request's row (`current`)."""
     changes: dict[str, Any] = {}
 
     def advance(status: str) -> None:
-        if _rank(status) >= _rank(current.get("status")) and current.get("status") not in (
-            "stored",
-            "failed",
-        ):
+        if current.get("status") not in _FINAL and _rank(status) >= _rank(current.get("status")):
             changes["status"] = status
 
     def fill(column: str, value: Any) -> None:
@@ -105,34 +119,82 @@ def project(current: dict[str, Any], event: Event) -> dict[str, Any]:
                 changes["error_message"] = f"{event.reason_code}: {event.message}"
         case DownloadUnavailable():
             advance("download_unavailable")
-            changes["attempted_download_at"] = event.attempted_at
+            _later(changes, current, "attempted_download_at", event.attempted_at)
             fill("sora_generation_id", event.generation_id)
+            fill("expires_at", event.expires_at)
             if current.get("status") != "stored":
                 changes["error_message"] = (
                     f"Video generated (job: {event.provider_job_id}, gen: {event.generation_id})"
                     f" but not downloadable: {event.reason_code}: {event.message}"
                 )
+        case DownloadRetryScheduled():
+            advance("retrying")
+            if event.attempt >= (current.get("retry_attempts") or 0):
+                changes["retry_attempts"] = event.attempt
+                changes["next_retry_at"] = event.next_attempt_at
+            if event.attempted_at is not None:
+                _later(changes, current, "attempted_download_at", event.attempted_at)
+        case DownloadGaveUp():
+            advance("expired" if event.reason_code == "expired" else "gave_up")
+            changes["next_retry_at"] = None
+            if current.get("status") not in _FINAL:
+                changes["error_message"] = f"{event.reason_code}: {event.message}"
+        case UserNotified():
+            if event.channel == "record":
+                changes["user_message"] = event.message
         case VideoStored():
-            # Variant 0 is the project's video; a real video replaces a placeholder, never the
-            # other way round.
-            if event.variant_index == 0 and not (
-                event.placeholder
-                and current.get("status") == "stored"
-                and not current.get("placeholder")
-            ):
-                changes.update(
-                    status="stored",
-                    output_image_url=event.storage_url,
-                    placeholder=event.placeholder,
-                    video_size_bytes=event.size_bytes,
-                    video_sha256=event.sha256,
-                    progress=100,
-                )
-                if not event.placeholder:
+            if event.variant_index == 0:
+                if event.placeholder:
+                    # A placeholder never replaces a real video.
+                    if current.get("status") not in _FINAL and _rank("placeholder") >= _rank(
+                        current.get("status")
+                    ):
+                        changes.update(_video_columns(event), status="placeholder")
+                else:
+                    changes.update(_video_columns(event), status="stored", next_retry_at=None)
                     changes["error_message"] = None
                 fill("sora_generation_id", event.generation_id)
                 fill("sora_job_id", event.provider_job_id)
     return {k: v for k, v in changes.items() if current.get(k) != v}
+
+
+def project_parent(
+    parent: dict[str, Any], child_row: dict[str, Any], event: Event
+) -> dict[str, Any]:
+    """The changes a failover child's event makes to its parent's row."""
+    changes: dict[str, Any] = {}
+    if isinstance(event, GenerationRequested) and parent.get("status") not in _FINAL:
+        if _rank("failed_over") >= _rank(parent.get("status")):
+            changes["status"] = "failed_over"
+        changes["failover_request_id"] = child_row["request_id"]
+    elif (
+        isinstance(event, VideoStored)
+        and not event.placeholder
+        and event.variant_index == 0
+        and (parent.get("status") != "stored" or parent.get("placeholder"))
+    ):
+        # The parent's record links to the child's video: a UI reading the parent shows it.
+        changes.update(_video_columns(event), status="stored", next_retry_at=None)
+        changes["failover_request_id"] = child_row["request_id"]
+    return {k: v for k, v in changes.items() if parent.get(k) != v}
+
+
+def _video_columns(event: VideoStored) -> dict[str, Any]:
+    return {
+        "output_image_url": event.storage_url,
+        "placeholder": event.placeholder,
+        "video_size_bytes": event.size_bytes,
+        "video_sha256": event.sha256,
+        "progress": 100,
+    }
+
+
+def _later(changes: dict[str, Any], current: dict[str, Any], column: str, value: datetime) -> None:
+    known = current.get(column)
+    if known is not None and known.tzinfo is None:
+        known = known.replace(tzinfo=UTC)
+    if known is None or value > known:
+        changes[column] = value
 
 
 @dataclass(frozen=True)
@@ -147,6 +209,10 @@ class ProjectView:
     prompt: str | None
     placeholder: bool
     updated_at: datetime
+    parent_request_id: str | None = None
+    failover_request_id: str | None = None
+    user_message: str | None = None
+    retry_attempts: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -162,6 +228,10 @@ class ProjectView:
             "provider": self.provider,
             "sora_job_id": self.sora_job_id,
             "placeholder": self.placeholder,
+            "parent_request_id": self.parent_request_id,
+            "failover_request_id": self.failover_request_id,
+            "user_message": self.user_message,
+            "retry_attempts": self.retry_attempts,
             "updated_at": self.updated_at.isoformat(),
         }
 
@@ -219,23 +289,50 @@ class Records:
                     .where(projects.c.request_id == event.request_id)
                     .values(**changes)
                 )
+            parent_id = current.get("parent_request_id") or getattr(
+                event, "parent_request_id", None
+            )
+            if parent_id:
+                await self._apply_to_parent(conn, parent_id, {**current, **changes}, event, now)
             return True
+
+    async def _apply_to_parent(
+        self,
+        conn: AsyncConnection,
+        parent_id: str,
+        child_row: dict[str, Any],
+        event: Event,
+        now: datetime,
+    ) -> None:
+        query = select(projects).where(projects.c.request_id == parent_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        parent = (await conn.execute(query)).mappings().first()
+        if parent is None:
+            return
+        changes = project_parent(dict(parent), child_row, event)
+        if changes:
+            changes["updated_at"] = now
+            await conn.execute(
+                update(projects).where(projects.c.request_id == parent_id).values(**changes)
+            )
 
     @staticmethod
     async def _insert_ignore(
         conn: AsyncConnection, table: Any, values: dict[str, Any], key: str
     ) -> bool:
-        stmt: Any
-        if conn.dialect.name == "postgresql":
-            stmt = pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
-        elif conn.dialect.name == "sqlite":
-            stmt = (
-                sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
-            )
-        else:
-            stmt = insert(table).values(**values)
-        result = await conn.execute(stmt)
-        return bool(result.rowcount)
+        """Insert unless `key` exists; True when a row was inserted.
+
+        RETURNING tells for sure: drivers disagree on rowcount after ON CONFLICT DO NOTHING
+        (psycopg may report -1)."""
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = (
+            insert(table)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[key])
+            .returning(table.c[key])
+        )
+        return (await conn.execute(stmt)).first() is not None
 
     async def get(self, request_id: str) -> ProjectView | None:
         async with self.engine.connect() as conn:
@@ -293,4 +390,8 @@ def _view(row: Any) -> ProjectView:
         prompt=row["prompt"],
         placeholder=bool(row["placeholder"]),
         updated_at=updated,
+        parent_request_id=row["parent_request_id"],
+        failover_request_id=row["failover_request_id"],
+        user_message=row["user_message"],
+        retry_attempts=row["retry_attempts"],
     )

@@ -62,6 +62,7 @@ async def _fetch_one(
             await _unavailable(
                 deps,
                 event,
+                index,
                 generation_id,
                 "unknown_provider",
                 None,
@@ -80,7 +81,7 @@ async def _fetch_one(
         except ProviderError as exc:
             code = "transient_error" if exc.retryable else exc.code
             logger.warning("download_unavailable", reason_code=code, status=exc.status_code)
-            await _unavailable(deps, event, generation_id, code, exc.status_code, str(exc))
+            await _unavailable(deps, event, index, generation_id, code, exc.status_code, str(exc))
             return
         logger.info("video_stored", url=stored.url, size_bytes=stored.size_bytes)
     await deps.publisher.publish(
@@ -104,6 +105,7 @@ async def _fetch_one(
 async def _unavailable(
     deps: FetcherDeps,
     event: JobSucceeded,
+    index: int,
     generation_id: str,
     code: str,
     http_status: int | None,
@@ -124,5 +126,6 @@ async def _unavailable(
             attempted_at=utcnow(),
             expires_at=event.expires_at,
             request=event.request,
+            variant_index=index,
         )
     )

@@ -102,3 +102,36 @@ def test_failure_keeps_a_readable_message() -> None:
     row = _apply([_events()[0], failed])
     assert row["status"] == "failed"
     assert row["error_message"] == "output_moderation: blocked"
+
+
+def _placeholder_and_real() -> tuple[VideoStored, VideoStored]:
+    placeholder = VideoStored(
+        event_id=uuid.uuid4(),
+        request_id=RID,
+        storage_url="file:///p.mp4",
+        size_bytes=5,
+        sha256="1" * 64,
+        placeholder=True,
+    )
+    real = VideoStored(
+        event_id=uuid.uuid4(),
+        request_id=RID,
+        storage_url="file:///v.mp4",
+        size_bytes=10,
+        sha256="0" * 64,
+        placeholder=False,
+    )
+    return placeholder, real
+
+
+def test_a_real_video_replaces_the_placeholder_never_the_reverse() -> None:
+    placeholder, real = _placeholder_and_real()
+    base = _events()[:4]
+    row = _apply([*base, placeholder])
+    assert (row["status"], row["placeholder"]) == ("placeholder", True)
+    row = _apply([*base, placeholder, real, placeholder])
+    assert (row["status"], row["output_image_url"], row["placeholder"]) == (
+        "stored",
+        "file:///v.mp4",
+        False,
+    )

@@ -216,7 +216,7 @@ async def create_job(request: Request) -> Response:
     if image_error:
         return _bad(image_error, "inpaint_items")
     try:
-        directives = parse_directives(prompt)
+        directives = parse_directives(prompt, "azure")
     except DirectiveError as exc:
         return _bad(str(exc), "prompt")
     cfg = state.config

@@ -98,7 +98,9 @@ class EmulatorConfig(BaseModel):
         return EmulatorConfig.model_validate(merged)
 
 
-_DIRECTIVE = re.compile(r"\[emulator:([A-Za-z_]+)(?:=([^\]\s]*))?\]")
+# `[emulator:key=value]`, or `[emulator:azure.key=value]` / `[emulator:openai.key=value]` to apply
+# to one protocol only (a failed-over request keeps its prompt but changes provider).
+_DIRECTIVE = re.compile(r"\[emulator:(?:(azure|openai)\.)?([A-Za-z_]+)(?:=([^\]\s]*))?\]")
 
 
 class DirectiveError(ValueError):
@@ -135,11 +137,15 @@ def _number(key: str, raw: str | None, *, minimum: float = 0.0) -> float:
     return value
 
 
-def parse_directives(prompt: str) -> Directives:
-    """Read the directives out of a prompt; unknown or malformed ones raise DirectiveError."""
+def parse_directives(prompt: str, protocol: str | None = None) -> Directives:
+    """Read the directives out of a prompt; unknown or malformed ones raise DirectiveError.
+
+    A directive scoped to a protocol (`azure.` / `openai.`) is ignored by the other one."""
     fields: dict[str, Any] = {}
     for match in _DIRECTIVE.finditer(prompt):
-        key, raw = match.group(1).lower(), match.group(2)
+        scope, key, raw = match.group(1), match.group(2).lower(), match.group(3)
+        if scope is not None and protocol is not None and scope != protocol:
+            continue
         if key == "download":
             if raw not in DOWNLOAD_MODES:
                 raise DirectiveError(f"[emulator:download=...] must be one of {DOWNLOAD_MODES}")

@@ -122,7 +122,7 @@ def _rate_limited(state: EmulatorState, owner: str, forced: bool) -> Response | 
 def _prechecks(state: EmulatorState, model: str, prompt: str) -> Directives | Response:
     """Directives, deployment and moderation checks common to create and remix."""
     try:
-        directives = parse_directives(prompt)
+        directives = parse_directives(prompt, "openai")
     except DirectiveError as exc:
         return _bad(str(exc), "prompt")
     cfg = state.config

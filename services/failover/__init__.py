@@ -1,0 +1,1 @@
+"""The failover fallback (see handlers.py for what it reads and writes)."""

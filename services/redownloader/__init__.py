@@ -1,0 +1,1 @@
+"""The redownloader fallback (see handlers.py for what it reads and writes)."""

@@ -1,0 +1,56 @@
+"""Redownloader wiring: download.unavailable + redownloader.due -> video.stored / retry events."""
+
+from __future__ import annotations
+
+from schemas.events import DownloadUnavailable, RedownloadDue
+from services.redownloader.handlers import (
+    RedownloaderDeps,
+    handle_download_unavailable,
+    handle_retry_due,
+)
+from vidpipe.bootstrap import Stage, open_providers, open_storage
+from vidpipe.download import DownloadPolicy
+from vidpipe.settings import Settings
+
+__all__ = ["create_stage"]
+
+
+def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
+    stage = Stage("redownloader", settings, bootstrap=bootstrap, timers=True)
+    topics = stage.topics
+    deps: RedownloaderDeps | None = None
+
+    async def startup() -> None:
+        nonlocal deps
+        providers = open_providers(settings)
+        for client in providers.values():
+            stage.closing(client.aclose)
+        storage = open_storage(settings)
+        stage.closing(storage.aclose)
+        deps = RedownloaderDeps(
+            providers=providers,
+            storage=storage,
+            publisher=stage.publisher,
+            topics=topics,
+            default_fallbacks=settings.fallback_default,
+            initial_s=settings.redownload_initial_s,
+            max_interval_s=settings.redownload_max_interval_s,
+            max_attempts=settings.redownload_max_attempts,
+            download=DownloadPolicy(
+                max_bytes=settings.max_video_bytes, attempts=settings.download_attempts
+            ),
+        )
+
+    stage.on_startup(startup)
+
+    @stage.subscriber(topics.download_unavailable)
+    async def on_unavailable(event: DownloadUnavailable) -> None:
+        assert deps is not None
+        await handle_download_unavailable(event, deps)
+
+    @stage.subscriber(topics.due("redownloader"), max_poll_interval_ms=30 * 60 * 1000)
+    async def on_due(due: RedownloadDue) -> None:
+        assert deps is not None
+        await handle_retry_due(due, deps)
+
+    return stage
