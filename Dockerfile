@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY vidpipe ./vidpipe
 COPY schemas ./schemas
 COPY services ./services
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 vidpipe
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core && rm -rf /var/lib/apt/lists/* \
+    && pip install --no-cache-dir . && useradd --system --uid 10001 vidpipe
 USER vidpipe
 ENTRYPOINT ["vidpipe"]

@@ -289,8 +289,10 @@ def demo(
     from vidpipe.client import RequestPublisher, new_request
     from vidpipe.localstack import LocalStack
 
-    # The emulator's jobs take seconds; poll often so the demo moves.
+    # The emulator's jobs take seconds; poll often and retry downloads soon so the demo moves.
     os.environ.setdefault("VIDPIPE_POLL_INTERVAL_S", "1")
+    os.environ.setdefault("VIDPIPE_REDOWNLOAD_INITIAL_S", "2")
+    os.environ.setdefault("VIDPIPE_REDOWNLOAD_MAX_INTERVAL_S", "5")
     settings = _settings()
     stack = LocalStack(settings, state_dir=settings.state_dir)
     with console.status("starting the local stack (the first run fetches Kafka from Maven)…"):
@@ -315,6 +317,16 @@ def demo(
             request_id=f"demo-{tag}-fox",
             provider="azure-sora",
             size="854x480",
+        ),
+        # The seed's situation: generated, but the download only appears 15 s later. The
+        # placeholder stands in at once, the notifier writes the message, the redownloader
+        # fetches the real video when it appears and it replaces the placeholder.
+        new_request(
+            "A lighthouse in a storm [emulator:download=delayed] [emulator:download_delay=15]",
+            request_id=f"demo-{tag}-lighthouse",
+            provider="azure-sora",
+            fallbacks=["placeholder", "notify", "retry"],
+            metadata={"lang": "fr"},
         ),
     ]
     ok = False
@@ -359,6 +371,8 @@ def _report_demo(rows: dict[str, Any], settings: Settings) -> bool:
             f" {info['codec']}, opens in PyAV:",
         )
         console.print(f"  {path}", soft_wrap=True, highlight=False)
+        if row.get("user_message"):
+            console.print(f"  told the user: {row['user_message']}", soft_wrap=True)
     console.print(f"records: {settings.database_url} (table `projects`; `vidpipe status`)")
     return ok
 

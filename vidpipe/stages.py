@@ -9,10 +9,13 @@ if TYPE_CHECKING:
     from vidpipe.bootstrap import Stage
     from vidpipe.settings import Settings
 
-__all__ = ["STAGES", "create_stage"]
+__all__ = ["CORE_STAGES", "FALLBACK_STAGES", "STAGES", "create_stage"]
 
 # In pipeline order. Each entry is a package under services/ with an app.create_stage().
-STAGES: tuple[str, ...] = ("submitter", "poller", "fetcher", "recorder")
+CORE_STAGES: tuple[str, ...] = ("submitter", "poller", "fetcher", "recorder")
+# The ways out when a video cannot be downloaded: each its own subscriber to DownloadUnavailable.
+FALLBACK_STAGES: tuple[str, ...] = ("placeholder", "notifier", "redownloader", "failover")
+STAGES: tuple[str, ...] = CORE_STAGES + FALLBACK_STAGES
 
 
 def create_stage(name: str, settings: Settings, *, bootstrap: str | None = None) -> Stage:

@@ -13,11 +13,19 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import func, select
 
-from vidpipe.client import RequestPublisher
+from schemas.events import GenerationRequested
+from vidpipe.client import RequestPublisher, new_request
 from vidpipe.db import events, open_engine
 from vidpipe.localstack import LocalStack, ManagedProcess
 from vidpipe.records import TERMINAL_STATUSES, ProjectView, Records
 from vidpipe.settings import Settings
+
+
+def make_request(
+    prefix: str, name: str, prompt: str | None = None, **fields: object
+) -> GenerationRequested:
+    """A request whose id is unique to the test (the topic prefix is)."""
+    return new_request(prompt or f"e2e {name}", request_id=f"{prefix}{name}", **fields)
 
 
 @dataclass
@@ -73,6 +81,17 @@ class Pipeline:
                     )
                 ).scalar_one()
             )
+
+    async def wait_for_events(
+        self, request_id: str, event_type: str, count: int, timeout_s: float = 60.0
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await self.count_events(request_id, event_type) >= count:
+                return
+            self._check_alive()
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"fewer than {count} {event_type} for {request_id}\n{self._logs()}")
 
     async def read_topic(
         self, topic: str, want: int, timeout_s: float = 30.0

@@ -2,57 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import pytest
-
-from schemas.events import GenerationRequested
-from tests.e2e.harness import Pipeline, close_pipeline, open_pipeline
-from vidpipe.client import new_request
-from vidpipe.emulator.config import EmulatorConfig
+from tests.e2e.harness import Pipeline, make_request
 from vidpipe.emulator.server import EmulatorThread
 from vidpipe.video import probe_mp4
-
-EMULATOR_KEY = "test-emulator-key-1234"
-
-
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EmulatorThread]:
-    with EmulatorThread(EmulatorConfig(api_key=EMULATOR_KEY, time_scale=5)) as server:
-        yield server
-
-
-@pytest.fixture
-async def pipeline(
-    kafka_bootstrap: str,
-    postgres_url: str,
-    unique_prefix: str,
-    tmp_path: Path,
-    emulator: EmulatorThread,
-) -> AsyncIterator[Pipeline]:
-    pipe = await open_pipeline(
-        bootstrap=kafka_bootstrap,
-        database_url=postgres_url,
-        prefix=unique_prefix,
-        tmp_path=tmp_path,
-        provider_env={
-            "VIDPIPE_AZURE_ENDPOINT": emulator.azure_endpoint,
-            "VIDPIPE_AZURE_API_KEY": EMULATOR_KEY,
-            "VIDPIPE_OPENAI_BASE_URL": emulator.openai_base_url,
-            "VIDPIPE_OPENAI_API_KEY": EMULATOR_KEY,
-        },
-    )
-    try:
-        yield pipe
-    finally:
-        await close_pipeline(pipe)
-
-
-def _request(
-    prefix: str, name: str, prompt: str | None = None, **fields: object
-) -> GenerationRequested:
-    return new_request(prompt or f"e2e {name}", request_id=f"{prefix}{name}", **fields)
 
 
 async def test_prompts_become_stored_playable_videos(pipeline: Pipeline) -> None:
@@ -60,8 +14,8 @@ async def test_prompts_become_stored_playable_videos(pipeline: Pipeline) -> None
         pipeline.start(name)
     prefix = pipeline.settings.topic_prefix
     requests = [
-        _request(prefix, "azure", provider="azure-sora"),
-        _request(prefix, "openai", provider="openai-videos", seconds=4),
+        make_request(prefix, "azure", provider="azure-sora"),
+        make_request(prefix, "openai", provider="openai-videos", seconds=4),
     ]
     await pipeline.publish(*requests)
     views = await pipeline.wait_for([r.request_id for r in requests])
@@ -83,7 +37,7 @@ async def test_poller_killed_mid_flight_loses_no_job_and_repeats_none(pipeline: 
     prefix = pipeline.settings.topic_prefix
     # Slow jobs, spread over both providers so Azure's quota of 2 is not the bottleneck.
     requests = [
-        _request(
+        make_request(
             prefix,
             f"chaos{i}",
             provider=("azure-sora", "openai-videos")[i % 2],
@@ -116,7 +70,7 @@ async def test_malformed_request_is_dead_lettered_and_the_next_one_completes(
     prefix = pipeline.settings.topic_prefix
     await pipeline.publish_raw(b"{this is not json", key=f"{prefix}broken")
     await pipeline.publish_raw(b'{"request_id": "ok-id", "prompt": ""}', key="ok-id")
-    good = _request(prefix, "after-poison", provider="azure-sora")
+    good = make_request(prefix, "after-poison", provider="azure-sora")
     await pipeline.publish(good)
 
     # Both the submitter and the recorder read the requests topic, so each dead-letters both.
@@ -142,7 +96,7 @@ async def test_azure_quota_of_two_makes_the_rest_wait_and_none_is_dropped(
         pipeline.start(name)
     before = dict(emulator.state.stats)
     prefix = pipeline.settings.topic_prefix
-    requests = [_request(prefix, f"quota{i}", provider="azure-sora") for i in range(5)]
+    requests = [make_request(prefix, f"quota{i}", provider="azure-sora") for i in range(5)]
     await pipeline.publish(*requests)
     views = await pipeline.wait_for([r.request_id for r in requests], timeout_s=180)
     assert {v.status for v in views.values()} == {"stored"}

@@ -1,0 +1,1 @@
+"""The notifier stage (see handlers.py for what it reads and writes)."""

@@ -1,0 +1,1 @@
+"""The placeholder stage (see handlers.py for what it reads and writes)."""
