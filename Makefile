@@ -31,6 +31,7 @@ fmt: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
+	$(BIN)/python -m schemas.asyncapi
 
 up: $(STAMP)
 	bash scripts/ensure-system-deps.sh

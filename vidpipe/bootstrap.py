@@ -20,9 +20,9 @@ from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.events import Event
 from vidpipe.bus import KafkaPublisher, TimerRelay, make_broker
 from vidpipe.db import open_engine
-from vidpipe.devstack.topics import ensure_topics
 from vidpipe.errors import ConfigurationError
 from vidpipe.logs import configure_logging
 from vidpipe.netguard import fetch_bounded
@@ -30,6 +30,7 @@ from vidpipe.providers import build_provider
 from vidpipe.providers.base import InputImage, ProviderClient
 from vidpipe.settings import Settings
 from vidpipe.storage import VideoStorage, storage_from_url
+from vidpipe.topicadmin import ensure_all_topics
 
 __all__ = ["Stage", "open_providers", "open_storage", "resolve_bootstrap"]
 
@@ -92,6 +93,17 @@ class Stage:
 
         return register
 
+    def publishes(self, *events: type[Event]) -> None:
+        """Declare what this stage writes, so the AsyncAPI document shows it (docs only: the
+        stage publishes through `self.publisher`, keyed by request id)."""
+        for event in events:
+            self.broker.publisher(
+                self.topics.for_event(event),
+                title=f"{self.name}:{event.__name__}",
+                schema=event,
+                description=(event.__doc__ or event.__name__).strip().splitlines()[0],
+            )
+
     def on_startup(self, hook: Hook) -> None:
         self.app.on_startup(hook)
 
@@ -104,12 +116,7 @@ class Stage:
         return engine
 
     async def _ensure_topics(self) -> None:
-        report = await ensure_topics(
-            self.bootstrap,
-            self.topics.all(),
-            self.settings.topic_partitions,
-            self.settings.topic_replication_factor,
-        )
+        report = await ensure_all_topics(self.settings, self.bootstrap)
         created = [t for t, state in report.items() if state == "created"]
         if created:
             log.info("topics_created", stage=self.name, topics=created)

@@ -69,20 +69,69 @@ def _bootstrap(settings: Settings) -> str:
 
 @app.command()
 def run(
-    service: Annotated[str, typer.Argument(help="submitter, poller, fetcher or recorder")],
+    service: Annotated[str, typer.Argument(help="A stage: submitter, poller, fetcher, …")],
+    replicas: Annotated[
+        int, typer.Option(min=1, max=64, help="Processes of this stage, one consumer each.")
+    ] = 1,
 ) -> None:
-    """Run one stage in the foreground (needs VIDPIPE_KAFKA_BOOTSTRAP)."""
+    """Run one stage in the foreground (needs VIDPIPE_KAFKA_BOOTSTRAP).
+
+    With --replicas N, N processes join the stage's consumer group and Kafka shares the
+    partitions between them; Ctrl-C stops them all.
+    """
     from vidpipe.errors import ConfigurationError
     from vidpipe.stages import STAGES, create_stage
 
     if service not in STAGES:
         raise _fail(f"unknown service {service!r}; choose one of: {', '.join(STAGES)}")
     settings = _settings()
+    if replicas > 1:
+        _run_replicas(service, replicas, settings)
+        return
     try:
         stage = create_stage(service, settings)
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
     stage.run()
+
+
+def _run_replicas(service: str, replicas: int, settings: Settings) -> None:
+    from vidpipe.localstack import ManagedProcess, service_argv
+
+    if not settings.kafka_bootstrap:
+        raise _fail("VIDPIPE_KAFKA_BOOTSTRAP is not set")
+    logs = settings.state_dir / "logs"
+    processes = [
+        ManagedProcess(
+            f"{service}.{i}", service_argv(service), os.environ, logs / f"{service}.{i}.log"
+        ).start()
+        for i in range(replicas)
+    ]
+    err.print(
+        f"{replicas} replicas of {service}: "
+        f"pids {', '.join(str(p.pid) for p in processes)}; logs in {logs}"
+    )
+    stop = False
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stop and any(p.running for p in processes):
+            time.sleep(0.5)
+    finally:
+        for process in processes:
+            process.stop()
+    failed = [
+        p.name
+        for p in processes
+        if p.proc is not None and p.proc.returncode not in (0, -signal.SIGTERM)
+    ]
+    if failed and not stop:
+        raise _fail(f"exited: {', '.join(failed)}; see {logs}", 1)
 
 
 @app.command()
@@ -153,7 +202,11 @@ def down() -> None:
 
 @app.command()
 def submit(
-    prompt: Annotated[str, typer.Argument(help="What the video should show.")],
+    prompt: Annotated[str | None, typer.Argument(help="What the video should show.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="NDJSON, one request per line ('-' for stdin)."),
+    ] = None,
     image_url: Annotated[str | None, typer.Option(help="https URL of an input image.")] = None,
     seconds: Annotated[int, typer.Option(min=1, max=60)] = 5,
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT")] = "1280x720",
@@ -161,41 +214,72 @@ def submit(
     provider: Annotated[str | None, typer.Option(help="azure-sora or openai-videos")] = None,
     model: Annotated[str | None, typer.Option()] = None,
     request_id: Annotated[str | None, typer.Option(help="Default: a new one.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Follow it until it ends.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow until each one ends.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 900,
 ) -> None:
-    """Publish one GenerationRequested and print its request id."""
-    from vidpipe.client import RequestPublisher, new_request
+    """Publish GenerationRequested events (one from the options, or a batch with --file).
+
+    Every request is validated before anything is sent; the request ids are printed.
+    """
+    from vidpipe.client import load_ndjson, new_request
 
     settings = _settings()
-    fields: dict[str, Any] = {
-        "seconds": seconds,
-        "size": size,
-        "variants": variants,
-        "provider": provider,
-        "model": model,
-        "input_image_url": image_url,
-    }
-    try:
-        request = new_request(prompt, request_id=request_id, **fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise _fail(
-            f"invalid request: {'.'.join(map(str, first['loc']))}: {first['msg']}"
-        ) from None
+    if (prompt is None) == (file is None):
+        raise _fail("give either a PROMPT or --file FILE")
+    if file is not None:
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _fail(f"cannot read {file}: {exc.strerror}") from None
+        requests, errors = load_ndjson(text.splitlines())
+        if errors:
+            for line in errors[:10]:
+                err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
+            raise _fail(f"{len(errors)} invalid line(s){more}; nothing was sent")
+        if not requests:
+            raise _fail(f"{file} holds no request")
+    else:
+        assert prompt is not None
+        fields: dict[str, Any] = {
+            "seconds": seconds,
+            "size": size,
+            "variants": variants,
+            "provider": provider,
+            "model": model,
+            "input_image_url": image_url,
+        }
+        try:
+            requests = [new_request(prompt, request_id=request_id, **fields)]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise _fail(
+                f"invalid request: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            ) from None
     bootstrap = _bootstrap(settings)
-
-    async def send() -> None:
-        async with RequestPublisher(bootstrap, topic_prefix=settings.topic_prefix) as publisher:
-            await publisher.publish(request)
-
-    asyncio.run(send())
-    console.print(request.request_id, highlight=False)
+    asyncio.run(_publish_all(bootstrap, settings, requests))
+    for request in requests:
+        console.print(request.request_id, highlight=False)
+    if len(requests) > 1:
+        err.print(f"sent {len(requests)} requests to {settings.topics.generation_requested}")
     if wait:
-        views = asyncio.run(_follow(settings, [request.request_id], timeout))
-        view = views.get(request.request_id)
-        if view is None or view.get("status") != "stored":
+        ids = [r.request_id for r in requests]
+        views = asyncio.run(_follow(settings, ids, timeout))
+        if any(views.get(rid, {}).get("status") != "stored" for rid in ids):
             raise typer.Exit(1)
+
+
+async def _publish_all(bootstrap: str, settings: Settings, requests: list[Any]) -> None:
+    from rich.progress import Progress
+
+    from vidpipe.client import RequestPublisher
+
+    async with RequestPublisher(bootstrap, topic_prefix=settings.topic_prefix) as publisher:
+        with Progress(console=err, transient=True, disable=len(requests) < 50) as progress:
+            task = progress.add_task("publishing", total=len(requests))
+            for request in requests:
+                await publisher.publish(request)
+                progress.advance(task)
 
 
 @app.command()
@@ -401,6 +485,32 @@ def emulator(
         first = exc.errors()[0]
         raise _fail(f"--{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
     serve(config, host=host, port=port)
+
+
+topics_app = typer.Typer(help="Create or check vidpipe's Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create every missing topic with its configured partitions; report the others."""
+    from vidpipe.topicadmin import ensure_all_topics
+
+    settings = _settings()
+    bootstrap = _bootstrap(settings)
+    report = asyncio.run(ensure_all_topics(settings, bootstrap))
+    table = Table("topic", "partitions", "state")
+    mismatched = 0
+    for topic, state in report.items():
+        colour = "green" if state == "created" else "yellow" if "wanted" in state else "dim"
+        mismatched += "wanted" in state
+        table.add_row(topic, str(settings.partitions_for(topic)), f"[{colour}]{state}[/{colour}]")
+    console.print(table)
+    created = sum(state == "created" for state in report.values())
+    console.print(
+        f"{created} created, {len(report) - created - mismatched} already right, "
+        f"{mismatched} with another partition count (left as they are: changing it re-keys data)"
+    )
 
 
 def main() -> None:

@@ -7,16 +7,19 @@ async with RequestPublisher("broker:9092") as publisher:
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
 
 from schemas.events import GenerationRequested
 from schemas.topics import DEFAULT_PREFIX, Topics
 
-__all__ = ["RequestPublisher", "new_request"]
+__all__ = ["RequestPublisher", "load_ndjson", "new_request"]
 
 
 def new_request(
@@ -25,6 +28,41 @@ def new_request(
     """A validated request; raises pydantic.ValidationError on bad input, before any I/O."""
     rid = request_id or f"req-{uuid.uuid4().hex[:16]}"
     return GenerationRequested.model_validate({"request_id": rid, "prompt": prompt, **fields})
+
+
+def load_ndjson(lines: Iterable[str]) -> tuple[list[GenerationRequested], list[str]]:
+    """Parse one request per line (blank lines skipped); every problem as "line N: reason".
+
+    A line without `request_id` gets a new one. Nothing should be sent unless errors is empty.
+    """
+    requests: list[GenerationRequested] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(f"line {number}: not JSON ({exc.msg})")
+            continue
+        if not isinstance(data, dict):
+            errors.append(f"line {number}: expected a JSON object")
+            continue
+        data.setdefault("request_id", f"req-{uuid.uuid4().hex[:16]}")
+        try:
+            request = GenerationRequested.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(line)"
+            errors.append(f"line {number}: {where}: {first['msg']}")
+            continue
+        if request.request_id in seen:
+            errors.append(f"line {number}: request_id {request.request_id!r} repeats")
+            continue
+        seen.add(request.request_id)
+        requests.append(request)
+    return requests, errors
 
 
 class RequestPublisher:

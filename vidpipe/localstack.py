@@ -23,9 +23,9 @@ import httpx
 
 from vidpipe.devstack import resolve_kafka
 from vidpipe.devstack.kafka import free_ports, run_coro_sync, stop_process_group
-from vidpipe.devstack.topics import ensure_topics
 from vidpipe.settings import Settings
 from vidpipe.stages import STAGES
+from vidpipe.topicadmin import ensure_all_topics
 
 __all__ = ["LocalStack", "ManagedProcess", "read_state", "stop_recorded_stack"]
 
@@ -145,14 +145,7 @@ class LocalStack:
     def _start_broker(self) -> None:
         self._kafka = resolve_kafka(self.settings.kafka_bootstrap)
         self.bootstrap = self._kafka.bootstrap
-        run_coro_sync(
-            lambda: ensure_topics(
-                self.bootstrap or "",
-                self.settings.topics.all(),
-                self.settings.topic_partitions,
-                self.settings.topic_replication_factor,
-            )
-        )
+        run_coro_sync(lambda: ensure_all_topics(self.settings, self.bootstrap or ""))
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)

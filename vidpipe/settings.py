@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default=DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(default=3, ge=1, le=1000)
     topic_replication_factor: int = Field(default=1, ge=1)
+    # Per-topic partitions by suffix: VIDPIPE_TOPIC_PARTITIONS_OVERRIDES='{"poller.due": 12}'.
+    # More partitions on a stage's input topics let more replicas of that stage share the work.
+    topic_partitions_overrides: dict[str, int] = Field(default_factory=dict)
 
     # Records: SQLite by default; any postgresql:// URL (Supabase's included) works too.
     database_url: str = "sqlite:///.vidpipe/vidpipe.db"
@@ -147,6 +150,10 @@ class Settings(BaseSettings):
     @cached_property
     def providers(self) -> ProviderSettings:
         return ProviderSettings()
+
+    def partitions_for(self, topic: str) -> int:
+        suffix = topic.removeprefix(self.topic_prefix)
+        return self.topic_partitions_overrides.get(suffix, self.topic_partitions)
 
     def group_id(self, stage: str) -> str:
         """Each stage is one consumer group, so each scales and replays on its own."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.events import DownloadGaveUp, DownloadUnavailable
+from schemas.events import DownloadGaveUp, DownloadUnavailable, GenerationRequested
 from services.failover.handlers import FailoverDeps, handle_trigger
 from vidpipe.bootstrap import Stage
 from vidpipe.settings import Settings
@@ -12,6 +12,7 @@ __all__ = ["create_stage"]
 
 def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
     stage = Stage("failover", settings, bootstrap=bootstrap)
+    stage.publishes(GenerationRequested)
     topics = stage.topics
     deps = FailoverDeps(
         publisher=stage.publisher,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.events import JobSucceeded
+from schemas.events import DownloadUnavailable, JobSucceeded, VideoStored
 from services.fetcher.handlers import FetcherDeps, handle_job_succeeded
 from vidpipe.bootstrap import Stage, open_providers, open_storage
 from vidpipe.download import DownloadPolicy
@@ -13,6 +13,7 @@ __all__ = ["create_stage"]
 
 def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
     stage = Stage("fetcher", settings, bootstrap=bootstrap)
+    stage.publishes(VideoStored, DownloadUnavailable)
     topics = stage.topics
     deps: FetcherDeps | None = None
 

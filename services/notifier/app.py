@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from schemas.events import DownloadUnavailable
+from schemas.events import DownloadUnavailable, UserNotified
 from services.notifier.handlers import NotifierDeps, handle_download_unavailable
 from vidpipe.bootstrap import Stage
 from vidpipe.settings import Settings
@@ -20,6 +20,7 @@ _DEFAULT_POLL_INTERVAL_MS = 300_000
 
 def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
     stage = Stage("notifier", settings, bootstrap=bootstrap)
+    stage.publishes(UserNotified)
     topics = stage.topics
     # Built here, not at startup, so a malformed secret or CA file fails before connecting.
     webhooks = sender_from_settings(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from schemas.events import DownloadUnavailable
+from schemas.events import DownloadUnavailable, VideoStored
 from services.placeholder.handlers import (
     PlaceholderDeps,
     bounded_image_fetcher,
@@ -18,6 +18,7 @@ __all__ = ["create_stage"]
 
 def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
     stage = Stage("placeholder", settings, bootstrap=bootstrap)
+    stage.publishes(VideoStored)
     topics = stage.topics
     deps: PlaceholderDeps | None = None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.events import JobSubmitted, PollDue
+from schemas.events import JobFailed, JobProgressed, JobSubmitted, JobSucceeded, PollDue
 from services.poller.handlers import PollerDeps, handle_job_submitted, handle_poll_due
 from vidpipe.bootstrap import Stage, open_providers
 from vidpipe.settings import Settings
@@ -12,6 +12,7 @@ __all__ = ["create_stage"]
 
 def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
     stage = Stage("poller", settings, bootstrap=bootstrap, timers=True)
+    stage.publishes(JobProgressed, JobSucceeded, JobFailed)
     topics = stage.topics
     deps: PollerDeps | None = None
 

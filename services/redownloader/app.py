@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from schemas.events import DownloadUnavailable, RedownloadDue
+from schemas.events import (
+    DownloadGaveUp,
+    DownloadRetryScheduled,
+    DownloadUnavailable,
+    RedownloadDue,
+    VideoStored,
+)
 from services.redownloader.handlers import (
     RedownloaderDeps,
     handle_download_unavailable,
@@ -17,6 +23,7 @@ __all__ = ["create_stage"]
 
 def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
     stage = Stage("redownloader", settings, bootstrap=bootstrap, timers=True)
+    stage.publishes(VideoStored, DownloadRetryScheduled, DownloadGaveUp)
     topics = stage.topics
     deps: RedownloaderDeps | None = None
 

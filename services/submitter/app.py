@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.events import GenerationRequested, JobFailed, JobSucceeded
+from schemas.events import GenerationRequested, JobFailed, JobSubmitted, JobSucceeded
 from services.submitter.handlers import (
     SubmitterDeps,
     handle_generation_requested,
@@ -17,6 +17,7 @@ __all__ = ["create_stage"]
 
 def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
     stage = Stage("submitter", settings, bootstrap=bootstrap, timers=True)
+    stage.publishes(JobSubmitted, JobFailed)
     topics = stage.topics
     deps: SubmitterDeps | None = None
 

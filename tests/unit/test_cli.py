@@ -49,3 +49,21 @@ def test_status_json_on_an_empty_database() -> None:
     result = runner.invoke(app, ["status", "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_a_batch_with_one_bad_line_sends_nothing(tmp_path: Path) -> None:
+    batch = tmp_path / "requests.ndjson"
+    batch.write_text(
+        '{"request_id": "a", "prompt": "a fox"}\n\n{"request_id": "b", "prompt": ""}\nnot json\n'
+    )
+    result = runner.invoke(app, ["submit", "--file", str(batch)])
+    assert result.exit_code == 2
+    assert "line 3: prompt" in result.stderr
+    assert "line 4: not JSON" in result.stderr
+    assert "nothing was sent" in result.stderr
+
+
+def test_prompt_and_file_are_exclusive(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["submit", "x", "--file", str(tmp_path / "f")])
+    assert result.exit_code == 2
+    assert "either a PROMPT or --file" in result.stderr
