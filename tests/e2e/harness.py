@@ -152,6 +152,7 @@ async def open_pipeline(
         topic_prefix=prefix,
         database_url=database_url,
         storage_url=env["VIDPIPE_STORAGE_URL"],
+        topic_partitions=int(env.get("VIDPIPE_TOPIC_PARTITIONS", "3")),
     )
     stack = LocalStack(
         settings, state_dir=tmp_path / "state", services=(), emulator=False, extra_env=env

@@ -1,0 +1,92 @@
+"""Scaling one stage on its own: three pollers and two fetchers share the work, and when one of
+each is killed mid-flight the survivors take its partitions over; no job is lost or doubled."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import MakePipeline
+from tests.e2e.harness import make_request
+from vidpipe.emulator.server import EmulatorThread
+
+JOBS = 12
+
+
+@pytest.fixture
+def roomy_emulator(emulator: EmulatorThread) -> Iterator[EmulatorThread]:
+    # Many jobs at once: lift the emulator's per-key quota for this test only.
+    previous = emulator.state.config.max_concurrent_jobs
+    emulator.update_config(max_concurrent_jobs=None)
+    try:
+        yield emulator
+    finally:
+        emulator.update_config(max_concurrent_jobs=previous)
+
+
+def _count_videos(storage_url: str) -> int:
+    return len(list(Path(storage_url.removeprefix("file://")).rglob("*.mp4")))
+
+
+def _polled_jobs(log: Path) -> set[str]:
+    return set(re.findall(r"/(?:jobs|videos)/((?:task|video)_[0-9a-z]+)", log.read_text()))
+
+
+async def test_pollers_and_fetchers_rebalance_after_a_kill(
+    make_pipeline: MakePipeline, roomy_emulator: EmulatorThread
+) -> None:
+    pipeline = await make_pipeline(
+        {
+            "VIDPIPE_TOPIC_PARTITIONS": "6",
+            "VIDPIPE_AZURE_MAX_CONCURRENT_JOBS": "50",
+            "VIDPIPE_OPENAI_MAX_CONCURRENT_JOBS": "50",
+        }
+    )
+    pipeline.start("submitter")
+    pipeline.start("recorder")
+    pollers = [pipeline.start("poller", i) for i in range(3)]
+    fetchers = [pipeline.start("fetcher", i) for i in range(2)]
+    before = dict(roomy_emulator.state.stats)
+    prefix = pipeline.settings.topic_prefix
+    requests = [
+        make_request(
+            prefix,
+            f"scale{i}",
+            # 40 emulated seconds: 8 real ones in flight, long enough to kill a poller mid-way.
+            prompt=f"scale {i} [emulator:duration=40]",
+            provider=("azure-sora", "openai-videos")[i % 2],
+            seconds=(5, 4)[i % 2],
+        )
+        for i in range(JOBS)
+    ]
+    await pipeline.publish(*requests)
+    ids = [r.request_id for r in requests]
+    await pipeline.wait_for(ids, until=lambda v: v.status in ("submitted", "queued", "running"))
+    await pipeline.wait_for(ids, until=lambda v: v.status in ("queued", "running"))
+
+    busy = [p for p in pollers if _polled_jobs(p.log_path)]
+    assert len(busy) >= 2, "the pollers did not share the partitions"
+    victim = busy[0]
+    orphaned = _polled_jobs(victim.log_path)
+    victim.kill()
+    fetchers[0].kill()
+    views = await pipeline.records.many(ids)
+    assert not any(v.status == "stored" for v in views.values()), "killed too late"
+
+    views = await pipeline.wait_for(ids, until=lambda v: v.status == "stored", timeout_s=180)
+    assert {v.status for v in views.values()} == {"stored"}
+    # The victim's jobs were finished by the pollers that took its partitions over.
+    survivors = set().union(*(_polled_jobs(p.log_path) for p in pollers if p is not victim))
+    assert orphaned <= survivors
+    after = dict(roomy_emulator.state.stats)
+    created = sum(
+        after.get(k, 0) - before.get(k, 0) for k in ("azure.jobs_created", "openai.jobs_created")
+    )
+    assert created == JOBS, "a job was submitted twice"
+    for rid in ids:
+        assert await pipeline.count_events(rid, "JobSucceeded") == 1
+        assert await pipeline.count_events(rid, "VideoStored") == 1
+    assert _count_videos(pipeline.env["VIDPIPE_STORAGE_URL"]) == JOBS
