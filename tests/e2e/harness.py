@@ -93,6 +93,21 @@ class Pipeline:
             await asyncio.sleep(0.2)
         raise AssertionError(f"fewer than {count} {event_type} for {request_id}\n{self._logs()}")
 
+    async def wait_for_log(
+        self, stage: str, needle: str, request_id: str, times: int = 1, timeout_s: float = 30
+    ) -> None:
+        """Wait until `stage`'s log has `times` lines naming both `needle` and the request."""
+        process = self.stack.processes[stage]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            lines = process.log_path.read_text(errors="replace").splitlines()
+            if sum(needle in line and request_id in line for line in lines) >= times:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(
+            f"{stage} logged {needle} for {request_id} fewer than {times}x\n{process.log_tail()}"
+        )
+
     async def read_topic(
         self, topic: str, want: int, timeout_s: float = 30.0
     ) -> list[dict[str, Any]]:

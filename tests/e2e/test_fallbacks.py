@@ -6,11 +6,9 @@ while), `retention` (the asset expires). Timers and intervals are shortened by s
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,7 +201,7 @@ async def test_a_policy_that_excludes_fallbacks_is_obeyed(make_pipeline: MakePip
     await pipeline.wait_for([rid], until=lambda v: v.user_message is not None)
     # The excluded subscribers saw the event and said why they did nothing.
     for stage in ("placeholder", "redownloader"):
-        await _wait_for_log(pipeline, stage, "policy_excludes", rid)
+        await pipeline.wait_for_log(stage, "policy_excludes", rid)
     assert await _event_count(pipeline, rid, "VideoStored") == 0
     assert await _event_count(pipeline, rid, "DownloadRetryScheduled") == 0
     view = (await pipeline.records.many([rid]))[rid]
@@ -229,14 +227,3 @@ async def test_a_killed_redownloader_loses_no_scheduled_retry(make_pipeline: Mak
     views = await pipeline.wait_for([rid], until=lambda v: v.status == "stored")
     assert views[rid].placeholder is False
     assert await _event_count(pipeline, rid, "VideoStored") == 1
-
-
-async def _wait_for_log(pipeline: Pipeline, stage: str, needle: str, request_id: str) -> None:
-    process = pipeline.stack.processes[stage]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = process.log_path.read_text(errors="replace")
-        if any(needle in line and request_id in line for line in text.splitlines()):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{stage} never logged {needle} for {request_id}:\n{process.log_tail()}")
