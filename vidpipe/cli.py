@@ -183,7 +183,7 @@ def _print_stack(stack: Any, settings: Settings) -> None:
         (stack.emulator_url and f"emulator at {stack.emulator_url}")
         or ", ".join(settings.providers.configured()),
     )
-    table.add_row("database", settings.database_url)
+    table.add_row("database", settings.database_url_safe)
     table.add_row("videos", settings.storage_url)
     table.add_row("logs", str(stack.logs_dir))
     for name, proc in stack.processes.items():
@@ -457,7 +457,7 @@ def _report_demo(rows: dict[str, Any], settings: Settings) -> bool:
         console.print(f"  {path}", soft_wrap=True, highlight=False)
         if row.get("user_message"):
             console.print(f"  told the user: {row['user_message']}", soft_wrap=True)
-    console.print(f"records: {settings.database_url} (table `projects`; `vidpipe status`)")
+    console.print(f"records: {settings.database_url_safe} (table `projects`; `vidpipe status`)")
     return ok
 
 

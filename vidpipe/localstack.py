@@ -188,7 +188,7 @@ class LocalStack:
         state = {
             "bootstrap": self.bootstrap,
             "emulator_url": self.emulator_url,
-            "database_url": self.settings.database_url,
+            "database_url": self.settings.database_url_safe,
             "storage_url": self.settings.storage_url,
             "topic_prefix": self.settings.topic_prefix,
             "owner_pid": os.getpid(),

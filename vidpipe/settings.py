@@ -151,6 +151,13 @@ class Settings(BaseSettings):
     def providers(self) -> ProviderSettings:
         return ProviderSettings()
 
+    @property
+    def database_url_safe(self) -> str:
+        """The database URL with any password masked, for logs and screens."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
     def partitions_for(self, topic: str) -> int:
         suffix = topic.removeprefix(self.topic_prefix)
         return self.topic_partitions_overrides.get(suffix, self.topic_partitions)

@@ -7,6 +7,7 @@ offset is not committed, and the message is delivered again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -78,12 +79,13 @@ class DeadLetterMiddleware(BaseMiddleware):
     async def consume_scope(
         self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
     ) -> Any:
+        record = msg.raw_message
         try:
-            return await call_next(msg)
+            result = await call_next(msg)
         except Exception as exc:
             reason = describe_poison(exc)
-            record = msg.raw_message
             if reason is None or isinstance(record, tuple):
+                await _back_off(record, exc)
                 raise
             letter = build_dead_letter(record, self._stage, reason)
             # If this publish fails the exception propagates and the message is retried: the
@@ -97,3 +99,36 @@ class DeadLetterMiddleware(BaseMiddleware):
                 reason=reason[:300],
             )
             return None
+        _failures.pop(_where(record), None)
+        return result
+
+
+# Consecutive failures of the message at each (topic, partition, offset). A message that fails
+# for a reason that is not its own (a database or storage outage) is delivered again; waiting a
+# little longer each time keeps that from becoming a hot loop, without giving the message up.
+_failures: dict[tuple[str, int, int], int] = {}
+
+
+def _where(record: Any) -> tuple[str, int, int]:
+    if isinstance(record, tuple) or record is None:
+        return ("", -1, -1)
+    return (record.topic, record.partition, record.offset)
+
+
+async def _back_off(record: Any, exc: Exception) -> None:
+    key = _where(record)
+    count = _failures.get(key, 0) + 1
+    _failures[key] = count
+    if len(_failures) > 10_000:
+        _failures.clear()
+    delay = min(10.0, 0.2 * 2 ** (count - 1))
+    log.warning(
+        "handler_failed_will_redeliver",
+        topic=key[0],
+        partition=key[1],
+        offset=key[2],
+        attempt=count,
+        retry_in_s=delay,
+        error=type(exc).__name__,
+    )
+    await asyncio.sleep(delay)
