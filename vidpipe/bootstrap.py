@@ -110,6 +110,19 @@ class Stage:
     def closing(self, hook: Hook) -> None:
         self._closers.append(hook)
 
+    def open_providers(self) -> dict[str, ProviderClient]:
+        """A client per configured provider, closed when the stage stops."""
+        providers = open_providers(self.settings)
+        for client in providers.values():
+            self.closing(client.aclose)
+        return providers
+
+    def open_storage(self) -> VideoStorage:
+        """The configured video storage, closed when the stage stops."""
+        storage = open_storage(self.settings)
+        self.closing(storage.aclose)
+        return storage
+
     async def open_engine(self) -> AsyncEngine:
         engine = await open_engine(self.settings.database_url)
         self.closing(engine.dispose)

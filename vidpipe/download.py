@@ -6,6 +6,7 @@ the same way (status, content type, MP4 `ftyp` box, size) whoever fetched it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,10 +17,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from schemas.events import VideoStored, derive_event_id
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import StoredObject, VideoStorage
 
-__all__ = ["DownloadPolicy", "store_video", "video_key"]
+__all__ = ["DownloadPolicy", "real_video_stored", "store_video", "video_key"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +68,31 @@ async def store_video(
                     expected_length=download.content_length,
                 )
     raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def real_video_stored(
+    *,
+    request_id: str,
+    causation_id: uuid.UUID,
+    provider: str,
+    provider_job_id: str,
+    generation_id: str,
+    variant_index: int,
+    stored: StoredObject,
+) -> VideoStored:
+    """The event for a provider's video in storage. Its id depends only on the request and the
+    generation, so the fetcher and the redownloader announce one and the same event."""
+    return VideoStored(
+        event_id=derive_event_id(request_id, "VideoStored", generation_id, False),
+        request_id=request_id,
+        causation_id=causation_id,
+        provider=provider,
+        provider_job_id=provider_job_id,
+        generation_id=generation_id,
+        variant_index=variant_index,
+        storage_url=stored.url,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        content_type=stored.content_type,
+        placeholder=False,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.events import DownloadUnavailable, JobSucceeded, VideoStored
 from services.fetcher.handlers import FetcherDeps, handle_job_succeeded
-from vidpipe.bootstrap import Stage, open_providers, open_storage
+from vidpipe.bootstrap import Stage
 from vidpipe.download import DownloadPolicy
 from vidpipe.settings import Settings
 
@@ -19,11 +19,8 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
 
     async def startup() -> None:
         nonlocal deps
-        providers = open_providers(settings)
-        for client in providers.values():
-            stage.closing(client.aclose)
-        storage = open_storage(settings)
-        stage.closing(storage.aclose)
+        providers = stage.open_providers()
+        storage = stage.open_storage()
         deps = FetcherDeps(
             providers=providers,
             storage=storage,

@@ -22,12 +22,11 @@ import structlog
 from schemas.events import (
     DownloadUnavailable,
     JobSucceeded,
-    VideoStored,
     derive_event_id,
     utcnow,
 )
 from vidpipe.bus import Publisher
-from vidpipe.download import DownloadPolicy, store_video, video_key
+from vidpipe.download import DownloadPolicy, real_video_stored, store_video, video_key
 from vidpipe.errors import ProviderError
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import VideoStorage
@@ -85,19 +84,14 @@ async def _fetch_one(
             return
         logger.info("video_stored", url=stored.url, size_bytes=stored.size_bytes)
     await deps.publisher.publish(
-        VideoStored(
-            event_id=derive_event_id(event.request_id, "VideoStored", generation_id, False),
+        real_video_stored(
             request_id=event.request_id,
             causation_id=event.event_id,
             provider=event.provider,
             provider_job_id=event.provider_job_id,
             generation_id=generation_id,
             variant_index=index,
-            storage_url=stored.url,
-            size_bytes=stored.size_bytes,
-            sha256=stored.sha256,
-            content_type=stored.content_type,
-            placeholder=False,
+            stored=stored,
         )
     )
 

@@ -10,7 +10,7 @@ from services.placeholder.handlers import (
     bounded_image_fetcher,
     handle_download_unavailable,
 )
-from vidpipe.bootstrap import Stage, open_storage
+from vidpipe.bootstrap import Stage
 from vidpipe.settings import Settings
 
 __all__ = ["create_stage"]
@@ -24,8 +24,7 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
 
     async def startup() -> None:
         nonlocal deps
-        storage = open_storage(settings)
-        stage.closing(storage.aclose)
+        storage = stage.open_storage()
         # Redirects are followed by fetch_bounded itself, so each hop is vetted again.
         client = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
         stage.closing(client.aclose)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.events import JobFailed, JobProgressed, JobSubmitted, JobSucceeded, PollDue
 from services.poller.handlers import PollerDeps, handle_job_submitted, handle_poll_due
-from vidpipe.bootstrap import Stage, open_providers
+from vidpipe.bootstrap import Stage
 from vidpipe.settings import Settings
 
 __all__ = ["create_stage"]
@@ -18,9 +18,7 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
 
     async def startup() -> None:
         nonlocal deps
-        providers = open_providers(settings)
-        for client in providers.values():
-            stage.closing(client.aclose)
+        providers = stage.open_providers()
         deps = PollerDeps(
             providers=providers,
             publisher=stage.publisher,

@@ -14,7 +14,7 @@ from services.redownloader.handlers import (
     handle_download_unavailable,
     handle_retry_due,
 )
-from vidpipe.bootstrap import Stage, open_providers, open_storage
+from vidpipe.bootstrap import Stage
 from vidpipe.download import DownloadPolicy
 from vidpipe.settings import Settings
 
@@ -29,11 +29,8 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
 
     async def startup() -> None:
         nonlocal deps
-        providers = open_providers(settings)
-        for client in providers.values():
-            stage.closing(client.aclose)
-        storage = open_storage(settings)
-        stage.closing(storage.aclose)
+        providers = stage.open_providers()
+        storage = stage.open_storage()
         deps = RedownloaderDeps(
             providers=providers,
             storage=storage,

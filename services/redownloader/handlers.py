@@ -27,13 +27,12 @@ from schemas.events import (
     DownloadUnavailable,
     FallbackName,
     RedownloadDue,
-    VideoStored,
     derive_event_id,
     utcnow,
 )
 from schemas.topics import Topics
 from vidpipe.bus import Publisher
-from vidpipe.download import DownloadPolicy, store_video, video_key
+from vidpipe.download import DownloadPolicy, real_video_stored, store_video, video_key
 from vidpipe.errors import ProviderError
 from vidpipe.fallbacks import applies
 from vidpipe.providers.base import ProviderClient
@@ -107,21 +106,14 @@ async def handle_retry_due(due: RedownloadDue, deps: RedownloaderDeps) -> None:
             return
     logger.info("redownload_stored", url=stored.url)
     await deps.publisher.publish(
-        VideoStored(
-            # The same id the fetcher would have used: whoever stores the real video, it is
-            # one event.
-            event_id=derive_event_id(event.request_id, "VideoStored", event.generation_id, False),
+        real_video_stored(
             request_id=event.request_id,
             causation_id=event.event_id,
             provider=event.provider,
             provider_job_id=event.provider_job_id,
             generation_id=event.generation_id,
             variant_index=index,
-            storage_url=stored.url,
-            size_bytes=stored.size_bytes,
-            sha256=stored.sha256,
-            content_type=stored.content_type,
-            placeholder=False,
+            stored=stored,
         )
     )
 

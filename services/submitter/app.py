@@ -8,7 +8,7 @@ from services.submitter.handlers import (
     handle_generation_requested,
     handle_job_finished,
 )
-from vidpipe.bootstrap import Stage, image_fetcher, open_providers
+from vidpipe.bootstrap import Stage, image_fetcher
 from vidpipe.ledger import Ledger
 from vidpipe.settings import Settings
 
@@ -23,9 +23,7 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
 
     async def startup() -> None:
         nonlocal deps
-        providers = open_providers(settings)
-        for client in providers.values():
-            stage.closing(client.aclose)
+        providers = stage.open_providers()
         deps = SubmitterDeps(
             providers=providers,
             ledger=Ledger(await stage.open_engine()),
