@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vidpipe.cli_ops import dlq_app, replay_app
 from vidpipe.settings import Settings
 
 __all__ = ["app", "main"]
@@ -39,6 +40,8 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+app.add_typer(replay_app, name="replay")
+app.add_typer(dlq_app, name="dlq")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

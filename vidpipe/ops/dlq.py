@@ -1,0 +1,231 @@
+"""The dead-letter topic: list what is in it, and send letters back where they came from.
+
+A dead letter keeps the original topic/partition/offset/key/value and the reason (see
+vidpipe.bus.deadletter). Once the cause is fixed (a schema relaxed, a bug in a stage deployed
+away), `redrive_dead_letters` re-publishes the original bytes with the original key to the
+original topic. A message that is still poison is simply dead-lettered again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from schemas.events import DeadLetter
+from vidpipe.ops import ProgressHook, Window, connected, partitions_of, read_windows
+
+__all__ = [
+    "DLQ_REDRIVEN_HEADER",
+    "DeadLetterEntry",
+    "DlqListing",
+    "DlqRedrive",
+    "TopicRedrive",
+    "list_dead_letters",
+    "read_dead_letters",
+    "redrive_dead_letters",
+]
+
+DLQ_REDRIVEN_HEADER = "vidpipe-redriven-from-dlq"
+
+
+@dataclass(frozen=True)
+class DeadLetterEntry:
+    """One record of the dead-letter topic: the parsed letter, or why it could not be parsed."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    letter: DeadLetter | None
+    problem: str | None = None
+
+    @property
+    def when(self) -> datetime:
+        if self.letter is not None:
+            return self.letter.dead_lettered_at
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+
+    def matches(self, reason: str | None, stage: str | None) -> bool:
+        if self.letter is None:
+            return False
+        if reason is not None and reason.lower() not in self.letter.reason.lower():
+            return False
+        return stage is None or self.letter.stage == stage
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"dlq_partition": self.partition, "dlq_offset": self.offset}
+        if self.letter is not None:
+            body.update(self.letter.model_dump(mode="json"))
+        else:
+            body["problem"] = self.problem
+        return body
+
+
+async def read_dead_letters(
+    bootstrap: str, topic: str, *, progress: ProgressHook | None = None
+) -> list[DeadLetterEntry]:
+    """Every record of the dead-letter topic up to its end as of now, in (partition, offset)."""
+    entries: list[DeadLetterEntry] = []
+    async with connected(bootstrap, "vidpipe-ops-dlq") as (admin, consumer):
+        tps = await partitions_of(admin, topic)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        windows = [Window(tp, starts[tp], ends[tp]) for tp in tps]
+        total = sum(w.size for w in windows)
+        if progress is not None:
+            progress(0, total)
+        async for records in read_windows(consumer, windows):
+            entries.extend(_entry(record) for record in records)
+            if progress is not None:
+                progress(len(entries), total)
+    entries.sort(key=lambda e: (e.partition, e.offset))
+    return entries
+
+
+def _entry(record: Any) -> DeadLetterEntry:
+    try:
+        letter = DeadLetter.model_validate_json(record.value or b"")
+    except ValidationError as exc:
+        return DeadLetterEntry(
+            record.partition, record.offset, record.timestamp, None, f"not a DeadLetter: {exc}"
+        )
+    return DeadLetterEntry(record.partition, record.offset, record.timestamp, letter)
+
+
+@dataclass
+class DlqListing:
+    entries: list[DeadLetterEntry]
+    scanned: int
+    matched: int
+    unreadable: int
+
+
+async def list_dead_letters(
+    bootstrap: str,
+    topic: str,
+    *,
+    reason: str | None = None,
+    stage: str | None = None,
+    limit: int | None = None,
+    progress: ProgressHook | None = None,
+) -> DlqListing:
+    """The matching letters, oldest first; with `limit`, only the most recent `limit`."""
+    entries = await read_dead_letters(bootstrap, topic, progress=progress)
+    matching = sorted((e for e in entries if e.matches(reason, stage)), key=lambda e: e.when)
+    shown = matching[-limit:] if limit else matching
+    return DlqListing(
+        entries=shown,
+        scanned=len(entries),
+        matched=len(matching),
+        unreadable=sum(1 for e in entries if e.letter is None),
+    )
+
+
+@dataclass
+class TopicRedrive:
+    matched: int = 0
+    sent: int = 0
+
+
+@dataclass
+class DlqRedrive:
+    dry_run: bool
+    scanned: int = 0
+    matched: int = 0
+    sent: int = 0
+    # Several stages may dead-letter the same message (the recorder reads every topic): it is
+    # sent back once.
+    duplicates: int = 0
+    unreadable: int = 0
+    missing_topics: Counter[str] = field(default_factory=Counter)
+    topics: dict[str, TopicRedrive] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+def _select(entries: Iterable[DeadLetterEntry], result: DlqRedrive) -> list[DeadLetterEntry]:
+    """The first letter of each original message, in the order the letters were written."""
+    chosen: list[DeadLetterEntry] = []
+    seen: set[tuple[str, int, int]] = set()
+    for entry in sorted(entries, key=lambda e: e.when):
+        assert entry.letter is not None
+        letter = entry.letter
+        origin = (letter.original_topic, letter.original_partition, letter.original_offset)
+        if origin in seen:
+            result.duplicates += 1
+            continue
+        seen.add(origin)
+        chosen.append(entry)
+    return chosen
+
+
+async def redrive_dead_letters(
+    bootstrap: str,
+    topic: str,
+    *,
+    reason: str | None = None,
+    stage: str | None = None,
+    dry_run: bool = False,
+    progress: ProgressHook | None = None,
+) -> DlqRedrive:
+    """Send matching letters' original value and key back to their original topic."""
+    started = time.monotonic()
+    result = DlqRedrive(dry_run=dry_run)
+    entries = await read_dead_letters(bootstrap, topic)
+    result.scanned = len(entries)
+    result.unreadable = sum(1 for e in entries if e.letter is None)
+    matching = [e for e in entries if e.matches(reason, stage)]
+    result.matched = len(matching)
+    chosen = _select(matching, result)
+    # Never let a redrive create a topic by auto-creation: a letter naming a topic that is gone
+    # is reported, not sent.
+    async with connected(bootstrap, "vidpipe-ops-dlq") as (admin, _reader):
+        known = set(await admin.list_topics())
+    producer: Any = None
+    if not dry_run:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            client_id="vidpipe-ops-dlq",
+        )
+        await producer.start()
+    pending: list[tuple[TopicRedrive, Any]] = []
+    try:
+        for entry in chosen:
+            letter = entry.letter
+            assert letter is not None
+            per_topic = result.topics.setdefault(letter.original_topic, TopicRedrive())
+            per_topic.matched += 1
+            if letter.original_topic not in known:
+                result.missing_topics[letter.original_topic] += 1
+            elif producer is not None:
+                key = letter.original_key
+                future = await producer.send(
+                    letter.original_topic,
+                    # Letters keep the value as UTF-8 text (invalid bytes escaped), so this is
+                    # byte-exact for every message that was valid UTF-8.
+                    value=letter.original_value.encode("utf-8"),
+                    key=key.encode("utf-8") if key is not None else None,
+                    headers=[(DLQ_REDRIVEN_HEADER, f"{entry.partition}/{entry.offset}".encode())],
+                )
+                pending.append((per_topic, future))
+        if progress is not None:
+            progress(0, len(pending))
+        # Sends are pipelined; each counts once the broker has acknowledged it.
+        for done, (per_topic, future) in enumerate(pending, start=1):
+            await future
+            per_topic.sent += 1
+            result.sent += 1
+            if progress is not None:
+                progress(done, len(pending))
+    finally:
+        if producer is not None:
+            await producer.stop()
+    result.elapsed_s = time.monotonic() - started
+    return result
