@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from sqlalchemy import func, select
 
 from schemas.events import GenerationRequested
@@ -107,6 +109,31 @@ class Pipeline:
         raise AssertionError(
             f"{stage} logged {needle} for {request_id} fewer than {times}x\n{process.log_tail()}"
         )
+
+    async def wait_for_group(self, stage: str, members: int, timeout_s: float = 60.0) -> None:
+        """Wait until `stage`'s consumer group is Stable with `members` consumers in it."""
+        group = self.settings.group_id(stage)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        state, count = "unknown", 0
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                try:
+                    responses = await admin.describe_consumer_groups([group])
+                except KafkaError:  # no coordinator yet: the group is still being created
+                    responses = []
+                for response in responses:
+                    for described in response.to_object()["groups"]:
+                        if described["group"] == group:
+                            state, count = described["state"], len(described["members"])
+                if state == "Stable" and count >= members:
+                    return
+                self._check_alive()
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+        raise AssertionError(f"group {group} is {state} with {count} members, wanted {members}")
 
     async def read_topic(
         self, topic: str, want: int, timeout_s: float = 30.0

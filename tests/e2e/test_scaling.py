@@ -49,6 +49,10 @@ async def test_pollers_and_fetchers_rebalance_after_a_kill(
     pipeline.start("recorder")
     pollers = [pipeline.start("poller", i) for i in range(3)]
     fetchers = [pipeline.start("fetcher", i) for i in range(2)]
+    # Each stage process has two consumers in its group (its input topic, its due topic for the
+    # poller): wait until every replica has joined, so the partitions are shared from the start.
+    await pipeline.wait_for_group("poller", members=6)
+    await pipeline.wait_for_group("fetcher", members=2)
     before = dict(roomy_emulator.state.stats)
     prefix = pipeline.settings.topic_prefix
     requests = [
