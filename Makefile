@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint fmt schemas up down clean
+.PHONY: demo test lint fmt schemas up down clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ up: $(STAMP)
 
 down: $(STAMP)
 	$(BIN)/vidpipe down
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf .vidpipe .pytest_cache .mypy_cache .ruff_cache
