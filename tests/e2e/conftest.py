@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
 from tests.e2e.harness import Pipeline, close_pipeline, open_pipeline
 from vidpipe.emulator.config import EmulatorConfig
@@ -25,9 +28,19 @@ def emulator() -> Iterator[EmulatorThread]:
 
 
 @pytest.fixture
+def test_database_url(postgres_url: str, unique_prefix: str) -> str:
+    """A fresh database per test on the session's PostgreSQL server: the submitter's quota
+    slots and the records of one test never leak into the next."""
+    name = unique_prefix.rstrip(".")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
 async def make_pipeline(
     kafka_bootstrap: str,
-    postgres_url: str,
+    test_database_url: str,
     unique_prefix: str,
     tmp_path: Path,
     emulator: EmulatorThread,
@@ -37,7 +50,7 @@ async def make_pipeline(
     async def make(extra_env: dict[str, str] | None = None) -> Pipeline:
         pipe = await open_pipeline(
             bootstrap=kafka_bootstrap,
-            database_url=postgres_url,
+            database_url=test_database_url,
             prefix=unique_prefix,
             tmp_path=tmp_path,
             provider_env={

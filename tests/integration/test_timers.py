@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from schemas.events import DeadLetter
+from schemas.events import DeadLetter, Timer
 from vidpipe.bus.timers import TimerRelay, TimerScheduler
 from vidpipe.devstack.topics import ensure_topics
 
@@ -135,3 +137,40 @@ async def test_an_invalid_timer_is_dead_lettered_and_the_rest_fire(harness: Harn
     assert [n for n, _ in got] == ["fine"]
     assert len(harness.letters) == 1
     assert "invalid timer" in harness.letters[0].reason
+
+
+async def test_timers_survive_a_rebalance_to_a_second_relay(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    harness = Harness(kafka_bootstrap, unique_prefix)
+    # Two partitions: when the second relay joins, each relay ends up with one of them, so the
+    # first relay gives one timer away and keeps the other, reading both again from Kafka.
+    await ensure_topics(kafka_bootstrap, [harness.timer_topic], partitions=2)
+    await ensure_topics(kafka_bootstrap, [harness.target], partitions=1)
+    await harness.producer.start()
+    first = harness.relay()
+    second = harness.relay()
+    try:
+        await first.start()
+        for partition in (0, 1):
+            timer = Timer(
+                timer_id=uuid.uuid4(),
+                due_at=datetime.now(UTC) + timedelta(seconds=8),
+                target_topic=harness.target,
+                key=f"k{partition}",
+                payload={"name": f"p{partition}"},
+            )
+            await harness.producer.send_and_wait(
+                harness.timer_topic, value=timer.model_dump_json().encode(), partition=partition
+            )
+        deadline = time.monotonic() + 10
+        while first.pending < 2 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        assert first.pending == 2
+        await second.start()
+        got = await harness.received(2, timeout_s=20)
+    finally:
+        await second.stop()
+        await first.stop()
+        await harness.producer.stop()
+    assert sorted(n for n, _ in got) == ["p0", "p1"]

@@ -250,5 +250,10 @@ class TimerRelay:
             self._unfired.pop(tp, None)
             self._next.pop(tp, None)
             self._committed.pop(tp, None)
+        # Unfired timers of those partitions will be read again (by us, if the partition comes
+        # back): forget that we saw them, or the copy check would drop them for good.
+        for pending in self._heap:
+            if pending.tp in revoked:
+                self._seen.pop(pending.timer.timer_id, None)
         self._heap = [p for p in self._heap if p.tp not in revoked]
         heapq.heapify(self._heap)
