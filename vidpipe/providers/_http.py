@@ -33,6 +33,7 @@ from vidpipe.errors import (
     ProviderUnavailable,
     RateLimited,
     RetryableProviderError,
+    TerminalProviderError,
 )
 from vidpipe.providers.base import VideoDownload
 
@@ -501,3 +502,21 @@ async def stream_video(
             content_length=int(length) if length and length.isdigit() else None,
             chunks=_guarded_chunks(response, provider, action),
         )
+
+
+def job_object(
+    response: httpx.Response, provider: str, action: str, what: str, *, malformed_retryable: bool
+) -> dict[str, Any]:
+    """The job object of a 2xx answer, or an error when the body is not one."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not data.get("id") or not data.get("status"):
+        message = f"{provider} {action}: HTTP {response.status_code} without a {what} object"
+        # A garbled status answer is worth another look; a garbled create answer is not
+        # retried, as the job may exist and a resubmit would pay twice.
+        if malformed_retryable:
+            raise ProviderUnavailable(message, status_code=response.status_code)
+        raise TerminalProviderError(message, status_code=response.status_code)
+    return data

@@ -15,8 +15,6 @@ from vidpipe.errors import (
     ConfigurationError,
     NotFound,
     ProviderError,
-    ProviderUnavailable,
-    TerminalProviderError,
 )
 from vidpipe.providers import _http
 from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
@@ -183,17 +181,9 @@ class AzureSoraClient:
     def _job(
         self, response: httpx.Response, action: str, *, malformed_retryable: bool
     ) -> ProviderJob:
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or not data.get("id") or not data.get("status"):
-            message = f"{self.name} {action}: HTTP {response.status_code} without a job object"
-            # A garbled status answer is worth another look; a garbled create answer is not
-            # retried, as the job may exist and a resubmit would pay twice.
-            if malformed_retryable:
-                raise ProviderUnavailable(message, status_code=response.status_code)
-            raise TerminalProviderError(message, status_code=response.status_code)
+        data = _http.job_object(
+            response, self.name, action, "job", malformed_retryable=malformed_retryable
+        )
         raw_status = str(data["status"])
         # An unknown status is treated as in flight; polling ends at the job's own deadline.
         status: JobState = _STATUS.get(raw_status.lower(), "running")

@@ -9,7 +9,7 @@ import httpx
 from pydantic import SecretStr
 
 from schemas.events import JobState
-from vidpipe.errors import ConfigurationError, ProviderUnavailable, TerminalProviderError
+from vidpipe.errors import ConfigurationError
 from vidpipe.providers import _http
 from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
 
@@ -133,16 +133,9 @@ class OpenAIVideosClient:
     def _job(
         self, response: httpx.Response, action: str, *, malformed_retryable: bool
     ) -> ProviderJob:
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict) or not data.get("id") or not data.get("status"):
-            message = f"{self.name} {action}: HTTP {response.status_code} without a video object"
-            # A garbled create answer is not retried: the job may exist and would be paid twice.
-            if malformed_retryable:
-                raise ProviderUnavailable(message, status_code=response.status_code)
-            raise TerminalProviderError(message, status_code=response.status_code)
+        data = _http.job_object(
+            response, self.name, action, "video", malformed_retryable=malformed_retryable
+        )
         video_id = str(data["id"])
         raw_status = str(data["status"])
         # An unknown status is treated as in flight; polling ends at the job's own deadline.
