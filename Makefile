@@ -31,7 +31,7 @@ fmt: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
-	$(BIN)/python -m schemas.asyncapi
+	$(BIN)/python -m services.asyncapi
 
 up: $(STAMP)
 	bash scripts/ensure-system-deps.sh

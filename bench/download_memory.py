@@ -1,7 +1,7 @@
 """Peak memory and throughput of storing a download: the fetcher's streamed path vs buffering.
 
-Streamed: `vidpipe.download.store_video` -> `LocalFolderStorage.put_stream`, exactly what the
-fetcher and the redownloader run. Baseline: what a naive client does (and what httpx's
+Streamed: `vidpipe.usecases.fetch_video.store_video` -> `LocalFolderStorage.put_stream`, exactly
+what the fetcher and the redownloader run. Baseline: what a naive client does (and what httpx's
 `Response.aread()` does): collect every chunk, `b"".join` them, validate, write the file.
 
 The "video" is a real tiny MP4 from `render_sample_mp4` padded with filler to the target size, so
@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench import MIB, BenchResult
-from vidpipe.download import DownloadPolicy, store_video
-from vidpipe.mp4check import Mp4StreamValidator, check_content_type
 from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
 from vidpipe.storage import LocalFolderStorage
+from vidpipe.storage.validation import Mp4StreamValidator, check_content_type
+from vidpipe.usecases.fetch_video import DownloadPolicy, store_video
 
 __all__ = ["run", "synthetic_video"]
 
@@ -251,7 +251,7 @@ def _rate(size: int, samples: list[dict[str, Any]]) -> str:
 
 def run(quick: bool = False) -> BenchResult:
     # Imported here: PyAV is only needed to make the head, and the children should not load it.
-    from vidpipe.video import render_sample_mp4
+    from vidpipe.media.sample import render_sample_mp4
 
     sizes_mib = [8, 32] if quick else [32, 128, 512]
     repeats = 2 if quick else 3

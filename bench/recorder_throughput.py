@@ -1,7 +1,7 @@
 """Events per second that the recorder's `Records.record` sustains, vs a plain INSERT floor.
 
 For each backend (a SQLite file in WAL mode, and a throwaway PostgreSQL from
-`vidpipe.devstack.postgres.LocalPostgres`):
+`vidpipe.dev.postgres.LocalPostgres`):
 
 - record: every event of N requests through `Records.record` (log + dedupe + projection), one
   transaction per event, one at a time, as the recorder handles them, into a fresh database.
@@ -58,8 +58,8 @@ from schemas.events import (
     derive_event_id,
 )
 from schemas.topics import Topics
-from vidpipe.db import open_engine, projects
-from vidpipe.records import Records
+from vidpipe.db.records import Records
+from vidpipe.db.tables import open_engine, projects
 
 __all__ = ["build_stream", "run"]
 
@@ -284,7 +284,7 @@ async def _sqlite(requests: int) -> dict[str, Any]:
 
 
 def _postgres(requests: int) -> dict[str, Any]:
-    from vidpipe.devstack.postgres import LocalPostgres
+    from vidpipe.dev.postgres import LocalPostgres
 
     pg = LocalPostgres()
     try:

@@ -1,6 +1,6 @@
 """Shared fixtures: the real Kafka broker and PostgreSQL server, once per test session.
 
-Resolution follows design.md (env -> Docker engine -> local binaries); see vidpipe.devstack.
+Resolution follows design.md (env -> Docker engine -> local binaries); see vidpipe.dev.
 These fixtures never skip: a test that asks for Kafka or PostgreSQL and cannot get one
 errors with the reason, so a broken environment cannot pass as green.
 """
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vidpipe.devstack import KafkaHandle, PostgresHandle, resolve_kafka, resolve_postgres
+from vidpipe.dev import KafkaHandle, PostgresHandle, resolve_kafka, resolve_postgres
 
 log = logging.getLogger("vidpipe.tests")
 

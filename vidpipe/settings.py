@@ -117,14 +117,14 @@ class Settings(BaseSettings):
     @field_validator("default_fallbacks")
     @classmethod
     def _known_fallbacks(cls, value: str) -> str:
-        from vidpipe.fallbacks import parse_fallbacks
+        from vidpipe.policy.fallbacks import parse_fallbacks
 
         parse_fallbacks(value)
         return value
 
     @property
     def fallback_default(self) -> list[FallbackName]:
-        from vidpipe.fallbacks import parse_fallbacks
+        from vidpipe.policy.fallbacks import parse_fallbacks
 
         return parse_fallbacks(self.default_fallbacks)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from schemas.events import DownloadGaveUp, DownloadUnavailable, GenerationRequested
 from services.failover.handlers import FailoverDeps, handle_trigger
-from vidpipe.bootstrap import Stage
 from vidpipe.settings import Settings
+from vidpipe.stage import Stage
 
 __all__ = ["create_stage"]
 

@@ -26,7 +26,7 @@ from schemas.events import (
     derive_event_id,
 )
 from vidpipe.bus import Publisher
-from vidpipe.fallbacks import applies, policy
+from vidpipe.policy.fallbacks import applies, policy
 
 __all__ = ["FailoverDeps", "child_request_id", "handle_trigger"]
 

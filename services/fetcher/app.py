@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from schemas.events import DownloadUnavailable, JobSucceeded, VideoStored
 from services.fetcher.handlers import FetcherDeps, handle_job_succeeded
-from vidpipe.bootstrap import Stage
-from vidpipe.download import DownloadPolicy
 from vidpipe.settings import Settings
+from vidpipe.stage import Stage
+from vidpipe.usecases.fetch_video import DownloadPolicy
 
 __all__ = ["create_stage"]
 

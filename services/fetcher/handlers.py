@@ -26,10 +26,10 @@ from schemas.events import (
     utcnow,
 )
 from vidpipe.bus import Publisher
-from vidpipe.download import DownloadPolicy, real_video_stored, store_video, video_key
 from vidpipe.errors import ProviderError
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import VideoStorage
+from vidpipe.usecases.fetch_video import DownloadPolicy, real_video_stored, store_video, video_key
 
 __all__ = ["FetcherDeps", "handle_job_succeeded"]
 

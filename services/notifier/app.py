@@ -6,9 +6,9 @@ import structlog
 
 from schemas.events import DownloadUnavailable, UserNotified
 from services.notifier.handlers import NotifierDeps, handle_download_unavailable
-from vidpipe.bootstrap import Stage
+from vidpipe.net.webhooks import sender_from_settings
 from vidpipe.settings import Settings
-from vidpipe.webhooks import sender_from_settings
+from vidpipe.stage import Stage
 
 __all__ = ["create_stage"]
 

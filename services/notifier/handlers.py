@@ -9,7 +9,7 @@ Writes:  {prefix}user.notified          UserNotified, channel="record": the user
 Rules:
 - Runs only when the request's fallback policy includes "notify" (else logs `policy_excludes`).
 - Language from metadata `lang` / `language` / `locale` ("fr", "fr-FR"), English by default.
-- Webhooks are Standard-Webhooks signed (see vidpipe.webhooks), go only to public addresses,
+- Webhooks are Standard-Webhooks signed (see vidpipe.net.webhooks), go only to public addresses,
   never follow redirects, and retry a bounded number of times. Their `webhook-id` is derived from
   the request and generation, so a redelivered event resends the same id and receivers dedupe.
 - Idempotent: every UserNotified has a derived event_id, so redeliveries are recorded once.
@@ -30,9 +30,9 @@ from schemas.events import (
     derive_event_id,
 )
 from vidpipe.bus import Publisher
-from vidpipe.fallbacks import applies
-from vidpipe.messages import download_unavailable_message, resolve_language
-from vidpipe.webhooks import WebhookSender, encode_body, webhook_id_for
+from vidpipe.net.webhooks import WebhookSender, encode_body, webhook_id_for
+from vidpipe.policy.fallbacks import applies
+from vidpipe.policy.messages import download_unavailable_message, resolve_language
 
 __all__ = ["WEBHOOK_TYPE", "NotifierDeps", "build_notice", "handle_download_unavailable"]
 

@@ -10,8 +10,8 @@ from services.placeholder.handlers import (
     bounded_image_fetcher,
     handle_download_unavailable,
 )
-from vidpipe.bootstrap import Stage
 from vidpipe.settings import Settings
+from vidpipe.stage import Stage
 
 __all__ = ["create_stage"]
 

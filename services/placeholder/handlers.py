@@ -9,7 +9,7 @@ Rules:
   log `policy_excludes` and do nothing.
 - With an input image: a slow pan and zoom over it; without one, or when it cannot be fetched or
   decoded: a title card with the prompt. Either way a caption says the video is on its way.
-- The image is fetched through the SSRF guard (vidpipe.netguard), size-bounded.
+- The image is fetched through the SSRF guard (vidpipe.net.guard), size-bounded.
 - Rendering runs in a worker thread, so the event loop (and the Kafka heartbeat) keeps going.
 - Idempotent: one key per request (`{request_id}/placeholder.mp4`) and a deterministic event id.
   A placeholder already stored is announced again, never rendered again, so several variants or
@@ -28,14 +28,14 @@ import structlog
 from schemas.events import DownloadUnavailable, FallbackName, VideoStored, derive_event_id
 from vidpipe.bus import Publisher
 from vidpipe.errors import UnsafeURLError
-from vidpipe.fallbacks import applies
-from vidpipe.netguard import Resolver, fetch_bounded
-from vidpipe.placeholder_video import (
+from vidpipe.media.placeholder import (
     PlaceholderJob,
     RenderedPlaceholder,
     placeholder_language,
     render_placeholder,
 )
+from vidpipe.net.guard import Resolver, fetch_bounded
+from vidpipe.policy.fallbacks import applies
 from vidpipe.storage import StoredObject, VideoStorage, validate_key
 
 __all__ = [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from schemas.events import JobFailed, JobProgressed, JobSubmitted, JobSucceeded, PollDue
 from services.poller.handlers import PollerDeps, handle_job_submitted, handle_poll_due
-from vidpipe.bootstrap import Stage
 from vidpipe.settings import Settings
+from vidpipe.stage import Stage
 
 __all__ = ["create_stage"]
 

@@ -8,9 +8,9 @@ from faststream.kafka import KafkaMessage
 
 from schemas.events import PUBLIC_EVENTS, Event
 from services.recorder.handlers import handle_event
-from vidpipe.bootstrap import Stage
-from vidpipe.records import Records
+from vidpipe.db.records import Records
 from vidpipe.settings import Settings
+from vidpipe.stage import Stage
 
 __all__ = ["create_stage"]
 

@@ -6,7 +6,7 @@ Reads:   {prefix}generation.requested, {prefix}job.submitted, {prefix}job.progre
 Writes:  nothing on Kafka; the database (SQLite by default, PostgreSQL/Supabase by URL).
 
 Idempotent by event_id: a redelivered or replayed event is logged once and changes nothing.
-The projection itself (which event moves which column) is `vidpipe.records.project`.
+The projection itself (which event moves which column) is `vidpipe.db.records.project`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import structlog
 
 from schemas.events import Event
-from vidpipe.records import Records
+from vidpipe.db.records import Records
 
 __all__ = ["handle_event"]
 

@@ -14,9 +14,9 @@ from services.redownloader.handlers import (
     handle_download_unavailable,
     handle_retry_due,
 )
-from vidpipe.bootstrap import Stage
-from vidpipe.download import DownloadPolicy
 from vidpipe.settings import Settings
+from vidpipe.stage import Stage
+from vidpipe.usecases.fetch_video import DownloadPolicy
 
 __all__ = ["create_stage"]
 

@@ -10,7 +10,7 @@ Writes:  {prefix}video.stored           VideoStored (placeholder=false) when a r
 The seed's "background job that retries every hour", without cron: intervals grow from
 `initial_s` (doubling) up to `max_interval_s`; no attempt is scheduled past the provider's
 `expires_at`, since the asset is gone by then. A success goes through the fetcher's own
-streamed, validated store path (`vidpipe.download.store_video`).
+streamed, validated store path (`vidpipe.usecases.fetch_video.store_video`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from schemas.events import (
 )
 from schemas.topics import Topics
 from vidpipe.bus import Publisher
-from vidpipe.download import DownloadPolicy, real_video_stored, store_video, video_key
 from vidpipe.errors import ProviderError
-from vidpipe.fallbacks import applies
+from vidpipe.policy.fallbacks import applies
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import VideoStorage
+from vidpipe.usecases.fetch_video import DownloadPolicy, real_video_stored, store_video, video_key
 
 __all__ = ["RedownloaderDeps", "handle_download_unavailable", "handle_retry_due"]
 

@@ -8,9 +8,9 @@ from services.submitter.handlers import (
     handle_generation_requested,
     handle_job_finished,
 )
-from vidpipe.bootstrap import Stage, image_fetcher
-from vidpipe.ledger import Ledger
+from vidpipe.db.ledger import Ledger
 from vidpipe.settings import Settings
+from vidpipe.stage import Stage, image_fetcher
 
 __all__ = ["create_stage"]
 

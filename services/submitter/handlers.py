@@ -31,13 +31,13 @@ from schemas.events import (
 )
 from schemas.topics import Topics
 from vidpipe.bus import Publisher
+from vidpipe.db.ledger import Ledger
 from vidpipe.errors import (
     ProviderError,
     RetryableProviderError,
     UnsafeURLError,
     VidpipeError,
 )
-from vidpipe.ledger import Ledger
 from vidpipe.providers.base import InputImage, ProviderClient, VideoSpec
 
 __all__ = ["SubmitterDeps", "handle_generation_requested", "handle_job_finished"]

@@ -11,8 +11,8 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from tests.e2e.harness import Pipeline, close_pipeline, open_pipeline
-from vidpipe.emulator.config import EmulatorConfig
-from vidpipe.emulator.server import EmulatorThread
+from vidpipe.dev.emulator.config import EmulatorConfig
+from vidpipe.dev.emulator.server import EmulatorThread
 
 EMULATOR_KEY = "test-emulator-key-1234"
 # Emulated time runs five times faster: a 7 s job takes 1.4 s, a 40 s retention 8 s.

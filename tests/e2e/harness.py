@@ -16,10 +16,10 @@ from aiokafka.errors import KafkaError
 from sqlalchemy import func, select
 
 from schemas.events import GenerationRequested
-from vidpipe.client import RequestPublisher, new_request
-from vidpipe.db import events, open_engine
-from vidpipe.localstack import LocalStack, ManagedProcess
-from vidpipe.records import TERMINAL_STATUSES, ProjectView, Records
+from vidpipe.bus.upstream import RequestPublisher, new_request
+from vidpipe.db.records import TERMINAL_STATUSES, ProjectView, Records
+from vidpipe.db.tables import events, open_engine
+from vidpipe.dev.stack import LocalStack, ManagedProcess
 from vidpipe.settings import Settings
 
 

@@ -18,8 +18,8 @@ import trustme
 
 from tests.e2e.conftest import MakePipeline
 from tests.e2e.harness import Pipeline, make_request
-from vidpipe.video import probe_mp4
-from vidpipe.webhooks import generate_secret, verify
+from vidpipe.media.sample import probe_mp4
+from vidpipe.net.webhooks import generate_secret, verify
 
 FAST_FALLBACKS = {
     "VIDPIPE_DOWNLOAD_ATTEMPTS": "1",

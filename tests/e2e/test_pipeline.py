@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.e2e.harness import Pipeline, make_request
-from vidpipe.emulator.server import EmulatorThread
-from vidpipe.video import probe_mp4
+from vidpipe.dev.emulator.server import EmulatorThread
+from vidpipe.media.sample import probe_mp4
 
 
 async def test_prompts_become_stored_playable_videos(pipeline: Pipeline) -> None:

@@ -19,13 +19,13 @@ from pathlib import Path
 from sqlalchemy import select
 
 from schemas.events import PUBLIC_EVENTS
+from services.registry import CORE_STAGES
 from tests.e2e.conftest import MakePipeline
 from tests.e2e.harness import Pipeline, make_request
 from tests.integration.test_replay import project_rows
-from vidpipe.db import events, open_engine
-from vidpipe.emulator.server import EmulatorThread
+from vidpipe.db.tables import events, open_engine
+from vidpipe.dev.emulator.server import EmulatorThread
 from vidpipe.ops.replay import end_offsets, wait_until_consumed
-from vidpipe.stages import CORE_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDED = {"stored", "failed", "download_unavailable"}

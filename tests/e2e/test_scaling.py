@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.conftest import MakePipeline
 from tests.e2e.harness import make_request
-from vidpipe.emulator.server import EmulatorThread
+from vidpipe.dev.emulator.server import EmulatorThread
 
 JOBS = 12
 

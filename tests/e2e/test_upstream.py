@@ -8,8 +8,8 @@ import json
 import shutil
 
 from tests.e2e.conftest import MakePipeline
-from vidpipe.devstack.kafka import kafka_libs_dir
-from vidpipe.emulator.server import EmulatorThread
+from vidpipe.dev.emulator.server import EmulatorThread
+from vidpipe.dev.kafka import kafka_libs_dir
 
 
 async def _java_console_produce(bootstrap: str, topic: str, lines: list[str]) -> None:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from schemas.events import DeadLetter
 from schemas.topics import Topics
+from vidpipe.bus.admin import ensure_topics
 from vidpipe.cli import app
-from vidpipe.devstack.topics import ensure_topics
 from vidpipe.ops.dlq import DLQ_REDRIVEN_HEADER, list_dead_letters, redrive_dead_letters
 from vidpipe.ops.replay import end_offsets
 

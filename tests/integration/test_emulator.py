@@ -17,9 +17,9 @@ import httpx
 import openai
 import pytest
 
-from vidpipe.emulator import EmulatorConfig, EmulatorServer, EmulatorThread, parse_directives
-from vidpipe.emulator.config import DirectiveError
-from vidpipe.video import VideoProbeError, looks_like_mp4, probe_mp4, render_sample_image
+from vidpipe.dev.emulator import EmulatorConfig, EmulatorServer, EmulatorThread, parse_directives
+from vidpipe.dev.emulator.config import DirectiveError
+from vidpipe.media.sample import VideoProbeError, looks_like_mp4, probe_mp4, render_sample_image
 
 # The SDK marks the whole Videos API deprecated (OpenAI's own service shut down); the wire lives on.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from vidpipe.devstack.kafka import LocalKafka
-from vidpipe.devstack.topics import ensure_topics
+from vidpipe.bus.admin import ensure_topics
+from vidpipe.dev.kafka import LocalKafka
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from vidpipe.db import open_engine
-from vidpipe.ledger import Ledger
+from vidpipe.db.ledger import Ledger
+from vidpipe.db.tables import open_engine
 
 
 async def test_concurrent_claims_never_exceed_the_quota(postgres_url: str) -> None:

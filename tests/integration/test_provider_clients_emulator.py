@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from vidpipe.emulator import EmulatorConfig, EmulatorServer
+from vidpipe.dev.emulator import EmulatorConfig, EmulatorServer
 from vidpipe.errors import (
     AuthenticationFailed,
     DownloadNotAvailable,

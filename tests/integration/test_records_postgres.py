@@ -14,8 +14,8 @@ from schemas.events import (
     VideoStored,
     derive_event_id,
 )
-from vidpipe.db import open_engine
-from vidpipe.records import Records
+from vidpipe.db.records import Records
+from vidpipe.db.tables import open_engine
 
 
 @pytest.fixture

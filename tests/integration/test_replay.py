@@ -37,9 +37,10 @@ from schemas.events import (
     derive_event_id,
 )
 from schemas.topics import Topics
+from vidpipe.bus.admin import ensure_topics
 from vidpipe.cli import app
-from vidpipe.db import events, open_engine, projects
-from vidpipe.devstack.topics import ensure_topics
+from vidpipe.db.records import Records
+from vidpipe.db.tables import events, open_engine, projects
 from vidpipe.ops import OpsError, RefusedError, parse_time
 from vidpipe.ops.replay import (
     REDRIVEN_HEADER,
@@ -50,7 +51,6 @@ from vidpipe.ops.replay import (
     reset_offsets,
     resolve_group,
 )
-from vidpipe.records import Records
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.events import DeadLetter, Timer
+from vidpipe.bus.admin import ensure_topics
 from vidpipe.bus.timers import TimerRelay, TimerScheduler
-from vidpipe.devstack.topics import ensure_topics
 
 
 class Harness:

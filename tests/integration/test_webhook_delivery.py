@@ -22,10 +22,10 @@ from pydantic import SecretStr
 
 from schemas.events import DownloadUnavailable, RequestSnapshot, UserNotified, derive_event_id
 from services.notifier.handlers import NotifierDeps, handle_download_unavailable
-from vidpipe.bus import MemoryPublisher
-from vidpipe.netguard import Resolver
+from vidpipe.net.guard import Resolver
+from vidpipe.net.webhooks import WebhookSender, sender_from_settings, verify, webhook_id_for
 from vidpipe.settings import Settings
-from vidpipe.webhooks import WebhookSender, sender_from_settings, verify, webhook_id_for
+from vidpipe.testing import MemoryPublisher
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(100, 132))).decode()
 HOSTNAME = "hooks.vidpipe.test"  # in the certificate; resolved to 127.0.0.1 by the test resolver

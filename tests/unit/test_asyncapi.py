@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from schemas.asyncapi import ASYNCAPI_FILE, render_asyncapi
+from services.asyncapi import ASYNCAPI_FILE, render_asyncapi
 
 
 def test_asyncapi_document_matches_the_apps() -> None:

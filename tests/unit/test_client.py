@@ -1,4 +1,4 @@
-from vidpipe.client import load_ndjson
+from vidpipe.bus.upstream import load_ndjson
 
 
 def test_ndjson_batches_validate_every_line_and_fill_missing_ids() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from vidpipe.stages import STAGES
+from services.registry import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "ref" / "compose-spec.json"

@@ -1,4 +1,4 @@
-from vidpipe.emulator.config import parse_directives
+from vidpipe.dev.emulator.config import parse_directives
 
 
 def test_a_directive_scoped_to_one_protocol_is_ignored_by_the_other() -> None:

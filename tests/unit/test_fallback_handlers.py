@@ -25,12 +25,11 @@ from services.redownloader.handlers import (
     handle_retry_due,
     next_delay,
 )
-from tests.fakes import FakeProvider
-from vidpipe.bus import MemoryPublisher
-from vidpipe.download import DownloadPolicy
 from vidpipe.errors import DownloadNotAvailable
+from vidpipe.media.sample import render_sample_mp4
 from vidpipe.storage import LocalFolderStorage
-from vidpipe.video import render_sample_mp4
+from vidpipe.testing import FakeProvider, MemoryPublisher
+from vidpipe.usecases.fetch_video import DownloadPolicy
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ import av
 import pytest
 
 from vidpipe.errors import InvalidVideo, TerminalProviderError
-from vidpipe.mp4check import (
+from vidpipe.storage.validation import (
     IncompleteVideo,
     Mp4StreamValidator,
     ValidatedVideo,

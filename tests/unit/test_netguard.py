@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from vidpipe.errors import UnsafeURLError
-from vidpipe.netguard import InputFetchError, Resolver, fetch_bounded, resolve_safe
+from vidpipe.net.guard import InputFetchError, Resolver, fetch_bounded, resolve_safe
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"

@@ -19,9 +19,9 @@ from schemas.events import (
     derive_event_id,
 )
 from services.notifier.handlers import NotifierDeps, handle_download_unavailable
-from vidpipe.bus import MemoryPublisher
-from vidpipe.messages import download_unavailable_message, resolve_language
-from vidpipe.webhooks import WebhookSender, verify, webhook_id_for
+from vidpipe.net.webhooks import WebhookSender, verify, webhook_id_for
+from vidpipe.policy.messages import download_unavailable_message, resolve_language
+from vidpipe.testing import MemoryPublisher
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 NOW = 1_800_000_000

@@ -32,8 +32,7 @@ from services.placeholder.handlers import (
     handle_download_unavailable,
     placeholder_key,
 )
-from vidpipe.bus import MemoryPublisher
-from vidpipe.placeholder_video import (
+from vidpipe.media.placeholder import (
     PlaceholderJob,
     RenderedPlaceholder,
     placeholder_language,
@@ -41,9 +40,10 @@ from vidpipe.placeholder_video import (
     render_placeholder,
     wrap_text,
 )
+from vidpipe.media.sample import probe_mp4, render_sample_image
 from vidpipe.settings import Settings
 from vidpipe.storage import LocalFolderStorage
-from vidpipe.video import probe_mp4, render_sample_image
+from vidpipe.testing import MemoryPublisher
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 IMAGE_URL = "https://img.example.com/cat.jpg"

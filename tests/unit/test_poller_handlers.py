@@ -7,10 +7,9 @@ import uuid
 from schemas.events import JobFailed, JobProgressed, JobSubmitted, JobSucceeded, PollDue
 from schemas.topics import Topics
 from services.poller.handlers import PollerDeps, handle_job_submitted, handle_poll_due
-from tests.fakes import FakeProvider
-from vidpipe.bus import MemoryPublisher
 from vidpipe.errors import ProviderUnavailable
 from vidpipe.providers.base import ProviderJob
+from vidpipe.testing import FakeProvider, MemoryPublisher
 
 
 def _deps(provider: FakeProvider) -> tuple[PollerDeps, MemoryPublisher]:

@@ -35,7 +35,7 @@ from vidpipe.providers import (
     VideoSpec,
     build_provider,
 )
-from vidpipe.providers._http import endpoint_host, parse_error_body, parse_retry_after
+from vidpipe.providers.http import endpoint_host, parse_error_body, parse_retry_after
 from vidpipe.settings import ProviderSettings
 
 KEY = "sk-TEST-very-secret-key-0123456789"

@@ -15,7 +15,7 @@ from schemas.events import (
     JobSucceeded,
     VideoStored,
 )
-from vidpipe.records import project
+from vidpipe.db.records import project
 
 RID = "req-1"
 

@@ -13,7 +13,6 @@ import pytest
 from pydantic import SecretStr
 
 from vidpipe.errors import ConfigurationError, InvalidVideo
-from vidpipe.mp4check import VideoTooLarge
 from vidpipe.storage import (
     LocalFolderStorage,
     StorageError,
@@ -22,6 +21,7 @@ from vidpipe.storage import (
     storage_from_url,
     validate_key,
 )
+from vidpipe.storage.validation import VideoTooLarge
 
 SECRET = "service-role-secret-value-123"
 X_URL = "https://x.supabase.co"

@@ -14,12 +14,11 @@ from services.submitter.handlers import (
     handle_generation_requested,
     handle_job_finished,
 )
-from tests.fakes import FakeProvider
-from vidpipe.bus import MemoryPublisher
-from vidpipe.db import open_engine
+from vidpipe.db.ledger import Ledger
+from vidpipe.db.tables import open_engine
 from vidpipe.errors import AuthenticationFailed, RateLimited
-from vidpipe.ledger import Ledger
 from vidpipe.providers.base import InputImage
+from vidpipe.testing import FakeProvider, MemoryPublisher
 
 
 async def _no_image(url: str) -> InputImage:

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import pytest
 
-from vidpipe.video import (
+from vidpipe.media.sample import (
     VIDEO_CODEC,
     ImageFormat,
     VideoProbeError,

@@ -14,9 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from vidpipe.errors import ConfigurationError
-from vidpipe.netguard import Resolver
-from vidpipe.settings import Settings
-from vidpipe.webhooks import (
+from vidpipe.net.guard import Resolver
+from vidpipe.net.webhooks import (
     WebhookSender,
     WebhookVerificationError,
     decode_secret,
@@ -29,6 +28,7 @@ from vidpipe.webhooks import (
     verify,
     webhook_id_for,
 )
+from vidpipe.settings import Settings
 
 KEY = bytes(range(32))
 SECRET = "whsec_" + base64.b64encode(KEY).decode()

@@ -6,7 +6,6 @@ concern) so tests can pass an in-memory one, the way httpx swaps transports.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any, Protocol
@@ -23,7 +22,6 @@ from vidpipe.bus.timers import TimerRelay, TimerScheduler
 __all__ = [
     "DeadLetterMiddleware",
     "KafkaPublisher",
-    "MemoryPublisher",
     "Publisher",
     "TimerRelay",
     "TimerScheduler",
@@ -84,31 +82,6 @@ class KafkaPublisher:
         await self.timers.schedule(
             delay_s=delay_s, target_topic=target_topic, key=key, payload=payload, timer_id=timer_id
         )
-
-
-class MemoryPublisher:
-    """Collects what a handler would publish; for unit tests of handlers."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-        self.scheduled: list[tuple[float, str, str, dict[str, Any]]] = []
-
-    async def publish(self, event: Event) -> None:
-        self.events.append(event)
-
-    async def schedule(
-        self,
-        *,
-        delay_s: float,
-        target_topic: str,
-        key: str,
-        payload: dict[str, Any],
-        timer_id: uuid.UUID | None = None,
-    ) -> None:
-        self.scheduled.append((delay_s, target_topic, key, json.loads(json.dumps(payload))))
-
-    def of_type(self, cls: type[Event]) -> list[Event]:
-        return [e for e in self.events if isinstance(e, cls)]
 
 
 def make_broker(

@@ -1,7 +1,7 @@
 """Operator tools for recovery: replay the records, redrive topics, reset groups, drain the DLQ.
 
 Each tool is a plain async function taking explicit collaborators (bootstrap servers, topic
-names, engines) and returning a result dataclass; `vidpipe.cli_ops` only parses arguments, calls
+names, engines) and returning a result dataclass; `vidpipe.cli.ops` only parses arguments, calls
 them and renders. This module holds what they share: time arguments, topic names, and reading a
 fixed window of a topic with a group-less consumer.
 """
@@ -21,6 +21,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from vidpipe.errors import OpsError, RefusedError
+
 __all__ = [
     "OpsError",
     "ProgressHook",
@@ -37,18 +39,6 @@ __all__ = [
 
 # Called as (done, total) while a tool works; total may grow once while windows are found.
 ProgressHook = Callable[[int, int], None]
-
-
-class OpsError(Exception):
-    """A problem with the arguments or the world that the operator must fix; one line."""
-
-    exit_code = 2
-
-
-class RefusedError(OpsError):
-    """The tool refused because doing it now would be unsafe (a live group, a non-empty target)."""
-
-    exit_code = 1
 
 
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhdw])$")

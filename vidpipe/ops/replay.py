@@ -35,7 +35,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import EVENT_TYPES
-from vidpipe.db import events, projects
+from vidpipe.db.tables import events, projects
 from vidpipe.ops import (
     OpsError,
     ProgressHook,
@@ -108,7 +108,7 @@ async def replay_records(
     `target` must already have its tables (open_engine(create=True)). Each event goes through
     Records.record, the recorder's own code path, so the rebuilt rows are what the recorder
     would have written had it seen the log in this order."""
-    from vidpipe.records import Records
+    from vidpipe.db.records import Records
 
     if batch < 1:
         raise OpsError("--batch must be at least 1")

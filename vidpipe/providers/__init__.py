@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 
 from vidpipe.errors import ConfigurationError
-from vidpipe.providers._http import RetryPolicy
 from vidpipe.providers.azure_sora import AzureSoraClient
 from vidpipe.providers.base import (
     InputImage,
@@ -14,6 +13,7 @@ from vidpipe.providers.base import (
     VideoDownload,
     VideoSpec,
 )
+from vidpipe.providers.http import RetryPolicy
 from vidpipe.providers.openai_videos import OpenAIVideosClient
 from vidpipe.settings import ProviderSettings
 

@@ -16,7 +16,7 @@ from vidpipe.errors import (
     NotFound,
     ProviderError,
 )
-from vidpipe.providers import _http
+from vidpipe.providers import http as _http
 from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
 
 __all__ = ["AzureSoraClient"]

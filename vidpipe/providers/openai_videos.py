@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from schemas.events import JobState
 from vidpipe.errors import ConfigurationError
-from vidpipe.providers import _http
+from vidpipe.providers import http as _http
 from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
 
 __all__ = ["OpenAIVideosClient"]

@@ -1,0 +1,101 @@
+"""Publishing GenerationRequested from Python: validated before anything is sent.
+
+from vidpipe.bus.upstream import RequestPublisher, new_request
+async with RequestPublisher("broker:9092") as publisher:
+    await publisher.publish(new_request("a red fox running through snow"))
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from schemas.events import GenerationRequested
+from schemas.topics import DEFAULT_PREFIX, Topics
+
+__all__ = ["RequestPublisher", "load_ndjson", "new_request"]
+
+
+def new_request(
+    prompt: str, *, request_id: str | None = None, **fields: Any
+) -> GenerationRequested:
+    """A validated request; raises pydantic.ValidationError on bad input, before any I/O."""
+    rid = request_id or f"req-{uuid.uuid4().hex[:16]}"
+    return GenerationRequested.model_validate({"request_id": rid, "prompt": prompt, **fields})
+
+
+def load_ndjson(lines: Iterable[str]) -> tuple[list[GenerationRequested], list[str]]:
+    """Parse one request per line (blank lines skipped); every problem as "line N: reason".
+
+    A line without `request_id` gets a new one. Nothing should be sent unless errors is empty.
+    """
+    requests: list[GenerationRequested] = []
+    errors: list[str] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(f"line {number}: not JSON ({exc.msg})")
+            continue
+        if not isinstance(data, dict):
+            errors.append(f"line {number}: expected a JSON object")
+            continue
+        data.setdefault("request_id", f"req-{uuid.uuid4().hex[:16]}")
+        try:
+            request = GenerationRequested.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(line)"
+            errors.append(f"line {number}: {where}: {first['msg']}")
+            continue
+        if request.request_id in seen:
+            errors.append(f"line {number}: request_id {request.request_id!r} repeats")
+            continue
+        seen.add(request.request_id)
+        requests.append(request)
+    return requests, errors
+
+
+class RequestPublisher:
+    """Publishes requests to `{prefix}generation.requested`, keyed by request id."""
+
+    def __init__(self, bootstrap: str, *, topic_prefix: str = DEFAULT_PREFIX) -> None:
+        self.topic = Topics(topic_prefix).generation_requested
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+        )
+
+    async def __aenter__(self) -> RequestPublisher:
+        await self._producer.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._producer.stop()
+
+    async def publish(self, request: GenerationRequested) -> None:
+        await self._producer.send_and_wait(
+            self.topic,
+            value=request.model_dump_json().encode(),
+            key=request.request_id.encode(),
+            headers=[("content-type", b"application/json"), ("event-type", b"GenerationRequested")],
+        )
+
+    async def publish_raw(self, value: bytes, key: str | None = None) -> None:
+        """Send bytes as they are (for tests of what the pipeline does with bad input)."""
+        await self._producer.send_and_wait(
+            self.topic, value=value, key=key.encode() if key else None
+        )

@@ -1,0 +1,157 @@
+"""The submitter's ledger: request -> provider job, and the per-provider concurrency quota.
+
+Why a table and not memory: a redelivered or resent GenerationRequested must not start a second
+paid job, and a restarted submitter must know how many jobs are still in flight. Every step is a
+single conditional UPDATE/INSERT, atomic in SQLite and PostgreSQL alike, so replicas can share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from vidpipe.db.tables import provider_slots, submissions
+
+__all__ = ["Ledger", "Submission"]
+
+
+@dataclass(frozen=True)
+class Submission:
+    request_id: str
+    provider: str
+    state: str
+    provider_job_id: str | None
+    endpoint_host: str | None
+    model: str | None
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def get(self, request_id: str) -> Submission | None:
+        async with self.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(submissions).where(submissions.c.request_id == request_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return Submission(
+            request_id=row["request_id"],
+            provider=row["provider"],
+            state=row["state"],
+            provider_job_id=row["provider_job_id"],
+            endpoint_host=row["endpoint_host"],
+            model=row["model"],
+        )
+
+    async def try_acquire(self, request_id: str, provider: str, limit: int) -> bool:
+        """Take one of `provider`'s `limit` slots for `request_id` (True if it already has one)."""
+        existing = await self.get(request_id)
+        if existing is not None:
+            return existing.state in ("submitting", "in_flight")
+        now = datetime.now(UTC)
+        try:
+            async with self.engine.begin() as conn:
+                await self._ensure_slot_row(conn, provider)
+                taken = await conn.execute(
+                    update(provider_slots)
+                    .where(provider_slots.c.provider == provider, provider_slots.c.in_use < limit)
+                    .values(in_use=provider_slots.c.in_use + 1)
+                )
+                if taken.rowcount != 1:
+                    return False
+                await conn.execute(
+                    submissions.insert().values(
+                        request_id=request_id,
+                        provider=provider,
+                        state="submitting",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            return True
+        except IntegrityError:
+            # Another replica claimed this request at the same moment; the transaction rolled back
+            # our slot, and the claim that won is what counts.
+            again = await self.get(request_id)
+            return again is not None and again.state in ("submitting", "in_flight")
+
+    @staticmethod
+    async def _ensure_slot_row(conn: AsyncConnection, provider: str) -> None:
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        await conn.execute(
+            insert(provider_slots)
+            .values(provider=provider, in_use=0)
+            .on_conflict_do_nothing(index_elements=["provider"])
+        )
+
+    async def mark_in_flight(
+        self, request_id: str, *, provider_job_id: str, endpoint_host: str, model: str | None
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(submissions)
+                .where(submissions.c.request_id == request_id)
+                .values(
+                    state="in_flight",
+                    provider_job_id=provider_job_id,
+                    endpoint_host=endpoint_host,
+                    model=model,
+                    updated_at=datetime.now(UTC),
+                )
+            )
+
+    async def release(self, request_id: str) -> bool:
+        """Mark the request done and free its slot; False if it was already released."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(submissions.c.provider).where(submissions.c.request_id == request_id)
+                )
+            ).first()
+            if row is None:
+                return False
+            done = await conn.execute(
+                update(submissions)
+                .where(
+                    submissions.c.request_id == request_id,
+                    submissions.c.state.in_(("submitting", "in_flight")),
+                )
+                .values(state="done", updated_at=datetime.now(UTC))
+            )
+            if done.rowcount != 1:
+                return False
+            await conn.execute(
+                update(provider_slots)
+                .where(provider_slots.c.provider == row[0], provider_slots.c.in_use > 0)
+                .values(in_use=provider_slots.c.in_use - 1)
+            )
+            return True
+
+    async def forget(self, request_id: str) -> None:
+        """Drop a claim whose provider call never produced a job (slot released first)."""
+        await self.release(request_id)
+        async with self.engine.begin() as conn:
+            await conn.execute(submissions.delete().where(submissions.c.request_id == request_id))
+
+    async def in_use(self, provider: str) -> int:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(provider_slots.c.in_use).where(provider_slots.c.provider == provider)
+                )
+            ).first()
+        return int(row[0]) if row else 0

@@ -1,0 +1,24 @@
+"""A local stand-in for the paid video APIs, speaking both provider protocols over real HTTP.
+
+azure-sora under /openai/v1/video/generations (api-version=preview), openai-videos under /v1
+and /openai/v1. Behaviour comes from `EmulatorConfig`, the /_emulator/config admin endpoint, and
+`[emulator:key=value]` directives in prompts. An `Idempotency-Key` header on create returns the
+job first created with that key: an emulator convenience, not a documented provider feature.
+"""
+
+from vidpipe.dev.emulator.app import create_app
+from vidpipe.dev.emulator.config import Directives, DownloadMode, EmulatorConfig, parse_directives
+from vidpipe.dev.emulator.server import EmulatorServer, EmulatorThread, serve
+from vidpipe.dev.emulator.state import EmulatorState
+
+__all__ = [
+    "Directives",
+    "DownloadMode",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "EmulatorState",
+    "EmulatorThread",
+    "create_app",
+    "parse_directives",
+    "serve",
+]

@@ -1,0 +1,171 @@
+"""Emulator behaviour: the start-up/runtime config and the per-request prompt directives."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from vidpipe.errors import DirectiveError
+
+__all__ = [
+    "DOWNLOAD_MODES",
+    "DirectiveError",
+    "Directives",
+    "DownloadMode",
+    "EmulatorConfig",
+    "parse_directives",
+]
+
+DownloadMode = Literal["ok", "missing", "delayed", "flaky", "json_body"]
+DOWNLOAD_MODES: tuple[str, ...] = ("ok", "missing", "delayed", "flaky", "json_body")
+
+
+class EmulatorConfig(BaseModel):
+    """Everything the emulator can be told. Durations are in *emulated* seconds.
+
+    Real time = emulated time / `time_scale`. Timestamps in responses are real wall-clock unix
+    seconds, so a client's own clock agrees with `expires_at`; only durations are compressed.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # None disables the check (any or no key is accepted).
+    api_key: SecretStr | None = SecretStr("emulator-key")
+    time_scale: float = Field(default=1.0, gt=0)
+
+    # Job schedule: queued -> preprocessing -> running -> processing -> done.
+    queued_seconds: float = Field(default=1.0, ge=0)
+    preprocessing_seconds: float = Field(default=1.0, ge=0)
+    running_seconds: float = Field(default=4.0, ge=0)
+    processing_seconds: float = Field(default=1.0, ge=0)
+    slow_factor: float = Field(default=10.0, ge=1)  # [emulator:slow] multiplies the schedule
+    # Sent as openai-poll-after-ms (scaled to real time).
+    poll_after_seconds: float = Field(default=5.0, gt=0)
+
+    # Downloads.
+    download: DownloadMode = "ok"
+    download_delay_seconds: float = Field(
+        default=60.0, ge=0
+    )  # "delayed": 404 until this long after completion
+    retention_seconds: float = Field(
+        default=86_400.0, gt=0
+    )  # assets expire this long after creation/completion
+    expired_status: Literal[404, 410] = 410
+    flaky_status: int = Field(default=502, ge=500, le=599)
+
+    # Failures and moderation.
+    fail: str | None = Field(default=None, pattern=r"^[a-z_]+$")  # every job fails with this reason
+    moderation_words: list[str] = Field(default_factory=lambda: ["forbidden"])
+    # "job": the job is accepted then fails with input_moderation; "reject": create answers 400.
+    moderation_mode: Literal["job", "reject"] = "job"
+
+    # Rate limits and injected errors.
+    rate_limit_every: int | None = Field(default=None, ge=1)  # every Nth create answers 429
+    max_concurrent_jobs: int | None = Field(default=2, ge=1)  # in-flight jobs per key and protocol
+    retry_after_seconds: float = Field(default=10.0, gt=0)
+    status_error_rate: float = Field(default=0.0, ge=0, le=1)  # share of job GETs answering 5xx
+    status_error_code: int = Field(default=503, ge=500, le=599)
+    seed: int | None = None  # seeds the status-error dice, for repeatable runs
+
+    # Routing checks.
+    deployments: list[str] | None = None  # None: any model / deployment name is accepted
+    api_versions: list[str] = Field(default_factory=lambda: ["preview"])  # azure-sora only
+
+    # The sample video every job "generates".
+    video_width: int = Field(default=320, ge=16)
+    video_height: int = Field(default=180, ge=16)
+    video_seconds: float = Field(default=1.0, gt=0, le=10)
+    video_fps: int = Field(default=24, ge=1, le=60)
+
+    @field_validator("video_width", "video_height")
+    @classmethod
+    def _even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (yuv420p)")
+        return value
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON-ready view for GET /_emulator/config; the key is masked, never echoed."""
+        data = self.model_dump(mode="json")
+        data["api_key"] = None if self.api_key is None else "**********"
+        return data
+
+    def updated(self, changes: dict[str, Any]) -> EmulatorConfig:
+        """A validated copy with `changes` applied (unknown fields are refused)."""
+        merged = self.model_dump()
+        merged.update(changes)
+        return EmulatorConfig.model_validate(merged)
+
+
+# `[emulator:key=value]`, or `[emulator:azure.key=value]` / `[emulator:openai.key=value]` to apply
+# to one protocol only (a failed-over request keeps its prompt but changes provider).
+_DIRECTIVE = re.compile(r"\[emulator:(?:(azure|openai)\.)?([A-Za-z_]+)(?:=([^\]\s]*))?\]")
+
+
+@dataclass(frozen=True)
+class Directives:
+    """Per-job overrides parsed from `[emulator:key=value]` markers in the prompt.
+
+    Supported: download=MODE, download_delay=SECONDS, fail=REASON, slow[=FACTOR],
+    duration=SECONDS (whole in-flight time), retention=SECONDS, rate_limit (this create
+    answers 429), status_errors=N (the first N status GETs of the job answer 5xx).
+    """
+
+    download: DownloadMode | None = None
+    download_delay: float | None = None
+    fail: str | None = None
+    slow: bool = False
+    slow_factor: float | None = None  # None: the configured slow_factor
+    duration: float | None = None
+    retention: float | None = None
+    rate_limit: bool = False
+    status_errors: int = 0
+
+
+def _number(key: str, raw: str | None, *, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw) if raw is not None else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum:  # also false for NaN
+        raise DirectiveError(f"[emulator:{key}=...] needs a number >= {minimum:g}")
+    return value
+
+
+def parse_directives(prompt: str, protocol: str | None = None) -> Directives:
+    """Read the directives out of a prompt; unknown or malformed ones raise DirectiveError.
+
+    A directive scoped to a protocol (`azure.` / `openai.`) is ignored by the other one."""
+    fields: dict[str, Any] = {}
+    for match in _DIRECTIVE.finditer(prompt):
+        scope, key, raw = match.group(1), match.group(2).lower(), match.group(3)
+        if scope is not None and protocol is not None and scope != protocol:
+            continue
+        if key == "download":
+            if raw not in DOWNLOAD_MODES:
+                raise DirectiveError(f"[emulator:download=...] must be one of {DOWNLOAD_MODES}")
+            fields["download"] = raw
+        elif key == "download_delay":
+            fields["download_delay"] = _number(key, raw)
+        elif key == "fail":
+            if not raw or not re.fullmatch(r"[a-z_]+", raw):
+                raise DirectiveError("[emulator:fail=...] needs a reason like internal_error")
+            fields["fail"] = raw
+        elif key == "slow":
+            fields["slow"] = True
+            if raw is not None:
+                fields["slow_factor"] = _number(key, raw, minimum=1.0)
+        elif key == "duration":
+            fields["duration"] = _number(key, raw)
+        elif key == "retention":
+            fields["retention"] = _number(key, raw, minimum=1e-9)
+        elif key == "rate_limit":
+            fields["rate_limit"] = True
+        elif key == "status_errors":
+            fields["status_errors"] = int(_number(key, raw))
+        else:
+            raise DirectiveError(f"unknown emulator directive {key!r}")
+    return Directives(**fields)

@@ -1,0 +1,567 @@
+"""A single-node Apache Kafka (KRaft, broker + controller in one JVM) from Maven Central jars.
+
+The last resort of the dev stack when neither VIDPIPE_KAFKA_BOOTSTRAP nor a Docker engine is
+available: the jars are fetched once with Maven into a cache, the storage is formatted with
+`kafka.tools.StorageTool`, and `kafka.Kafka` runs as a child process on free loopback ports.
+Readiness is an admin call that gets an answer, never a sleep.
+
+The small process helpers at the bottom are shared with `postgres.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from vidpipe.bus.admin import BrokerNotReadyError, wait_for_broker
+from vidpipe.errors import KafkaStartError
+
+__all__ = [
+    "DEFAULT_KAFKA_VERSION",
+    "KafkaStartError",
+    "LocalKafka",
+    "fetch_kafka_jars",
+    "kafka_libs_dir",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KAFKA_VERSION = "3.9.1"
+SCALA_VERSION = "2.13"
+# Pinned so `dependency:` resolves the same plugin everywhere (Maven's own default is ancient).
+_DEPENDENCY_PLUGIN_VERSION = "3.8.1"
+
+# Kafka logs through the SLF4J 1.7 API and needs a binding: reload4j on 3.x (what the 3.9
+# tarball ships); Log4j 2 on 4.x. Still SLF4J 1.x there, so the 1.x binding
+# (log4j-slf4j-impl), not log4j-slf4j2-impl, which 1.7 would ignore (silent NOP logger).
+_LOGGING_ARTIFACTS_3 = ("org.slf4j:slf4j-reload4j:1.7.36",)
+_LOGGING_ARTIFACTS_4 = (
+    "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3",
+    "org.apache.logging.log4j:log4j-core:2.24.3",
+)
+
+# Light JVM for a 2-core dev box or CI runner: small heap, serial GC (no parallel GC threads),
+# and fewer compiler threads. Overridable per instance or with VIDPIPE_KAFKA_JVM_OPTS.
+DEFAULT_JVM_OPTIONS: tuple[str, ...] = (
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:CICompilerCount=2",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+# StorageTool runs for a second or two: interpreting + C1 only starts fastest.
+_TOOL_JVM_OPTIONS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto")
+
+
+def kafka_libs_dir(kafka_version: str = DEFAULT_KAFKA_VERSION) -> Path:
+    """Where the jars of `kafka_version` live: `$VIDPIPE_KAFKA_CACHE/kafka-<v>/libs`.
+
+    VIDPIPE_KAFKA_CACHE names the cache *root* (default ~/.cache/vidpipe) so that several
+    Kafka versions can sit side by side; CI can cache that one directory.
+    """
+    root = os.environ.get("VIDPIPE_KAFKA_CACHE") or str(Path.home() / ".cache" / "vidpipe")
+    return Path(root).expanduser() / f"kafka-{kafka_version}" / "libs"
+
+
+def _major(kafka_version: str) -> int:
+    return int(kafka_version.split(".", 1)[0])
+
+
+def _artifacts(kafka_version: str) -> list[str]:
+    logging_deps = _LOGGING_ARTIFACTS_3 if _major(kafka_version) < 4 else _LOGGING_ARTIFACTS_4
+    return [f"org.apache.kafka:kafka_{SCALA_VERSION}:{kafka_version}", *logging_deps]
+
+
+def _pom(kafka_version: str) -> str:
+    deps = []
+    for coords in _artifacts(kafka_version):
+        group, artifact, version = coords.split(":")
+        deps.append(
+            "    <dependency>"
+            f"<groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+            f"<version>{version}</version></dependency>"
+        )
+    dep_xml = "\n".join(deps)
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>vidpipe.dev</groupId>
+  <artifactId>kafka-jars</artifactId>
+  <version>{kafka_version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+{dep_xml}
+  </dependencies>
+  <build><plugins><plugin>
+    <groupId>org.apache.maven.plugins</groupId>
+    <artifactId>maven-dependency-plugin</artifactId>
+    <version>{_DEPENDENCY_PLUGIN_VERSION}</version>
+  </plugin></plugins></build>
+</project>
+"""
+
+
+def _jars_present(libs: Path, kafka_version: str) -> bool:
+    return (libs / f"kafka_{SCALA_VERSION}-{kafka_version}.jar").is_file()
+
+
+def fetch_kafka_jars(
+    kafka_version: str = DEFAULT_KAFKA_VERSION, libs: Path | None = None, timeout_s: float = 600
+) -> Path:
+    """Download the broker's jars (and their runtime dependencies) once; return the libs dir.
+
+    Atomic: Maven writes into a temp dir that is renamed into place only when complete, so an
+    interrupted download never leaves a half-filled cache. A lock file serialises concurrent
+    fetches (e.g. parallel test workers) so only one of them downloads.
+    """
+    libs = libs or kafka_libs_dir(kafka_version)
+    if _jars_present(libs, kafka_version):
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise KafkaStartError(
+            "Maven (`mvn`) is needed once to fetch the Kafka jars; "
+            "run scripts/ensure-system-deps.sh"
+        )
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    with open(libs.parent / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _jars_present(libs, kafka_version):  # another process fetched while we waited
+            return libs
+        work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=libs.parent))
+        try:
+            (work / "pom.xml").write_text(_pom(kafka_version))
+            out = work / "libs"
+            cmd = [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(work / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={out}",
+                "-DincludeScope=runtime",
+            ]
+            started = time.monotonic()
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            except subprocess.TimeoutExpired as exc:
+                raise KafkaStartError(f"Maven did not finish within {timeout_s:.0f} s") from exc
+            if proc.returncode != 0 or not _jars_present(out, kafka_version):
+                raise KafkaStartError(
+                    f"fetching Kafka {kafka_version} jars with Maven failed "
+                    f"(exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+                )
+            if libs.exists():  # a broken leftover (no broker jar): replace it
+                shutil.rmtree(libs)
+            out.rename(libs)
+            log.info(
+                "fetched Kafka %s jars into %s in %.1f s",
+                kafka_version,
+                libs,
+                time.monotonic() - started,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return libs
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+
+    Like Kafka's own Uuid.randomUuid(), avoid a leading '-' that a CLI parser would read as
+    an option.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+class LocalKafka:
+    """A throwaway single-node KRaft Kafka on free loopback ports.
+
+    Usage: `with LocalKafka() as kafka: use(kafka.bootstrap)` or `start()` / `stop()`.
+    Everything (config, metadata log, data, server log) is in `data_dir`, removed on stop
+    unless `keep=True`.
+    """
+
+    def __init__(
+        self,
+        kafka_version: str = DEFAULT_KAFKA_VERSION,
+        *,
+        data_dir: Path | None = None,
+        keep: bool = False,
+        start_timeout_s: float = 60.0,
+        stop_timeout_s: float = 20.0,
+        jvm_options: Sequence[str] | None = None,
+        num_partitions: int = 3,
+        extra_properties: dict[str, str] | None = None,
+    ) -> None:
+        self.kafka_version = kafka_version
+        self.keep = keep
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        env_opts = os.environ.get("VIDPIPE_KAFKA_JVM_OPTS")
+        self.jvm_options: list[str] = list(
+            jvm_options
+            if jvm_options is not None
+            else (env_opts.split() if env_opts else DEFAULT_JVM_OPTIONS)
+        )
+        self.num_partitions = num_partitions
+        self.extra_properties = dict(extra_properties or {})
+        self._given_data_dir = data_dir
+        self.data_dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self.controller_port: int | None = None
+        self.startup_seconds: float | None = None
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        """The PLAINTEXT listener as "127.0.0.1:PORT"; only valid while started."""
+        if self._port is None:
+            raise RuntimeError("LocalKafka is not started")
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def log_file(self) -> Path:
+        if self.data_dir is None:
+            raise RuntimeError("LocalKafka is not started")
+        return self.data_dir / "server.log"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        """Fetch jars if needed, format storage, launch the broker, wait until it answers."""
+        if self._proc is not None:
+            return self
+        java = _find_java()
+        libs = fetch_kafka_jars(self.kafka_version)
+        began = time.monotonic()
+        if self._given_data_dir is not None:
+            self._given_data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir = self._given_data_dir
+        else:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="vidpipe-kafka-"))
+        atexit.register(self.stop)
+        try:
+            for attempt in range(3):
+                self._port, self.controller_port = free_ports(2)
+                config = self._write_config()
+                if attempt == 0:
+                    self._format_storage(java, libs, config)
+                self._launch(java, libs, config)
+                try:
+                    run_coro_sync(
+                        lambda: wait_for_broker(
+                            self.bootstrap, self.start_timeout_s, give_up=self._exit_reason
+                        )
+                    )
+                    break
+                except BrokerNotReadyError as exc:
+                    tail = log_tail(self.log_file)
+                    self._kill()
+                    if "Address already in use" in tail and attempt < 2:
+                        log.warning("Kafka port was taken between pick and bind; retrying")
+                        continue
+                    raise KafkaStartError(
+                        f"{exc}\n--- tail of {self.log_file} ---\n{tail}"
+                    ) from exc
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        log.info(
+            "local Kafka %s ready at %s in %.1f s (data in %s)",
+            self.kafka_version,
+            self.bootstrap,
+            self.startup_seconds,
+            self.data_dir,
+        )
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM the broker's process group, SIGKILL after `stop_timeout_s`; clean up."""
+        atexit.unregister(self.stop)
+        self._kill()
+        if self.data_dir is not None and not self.keep and self._given_data_dir is None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir = None if not self.keep else self.data_dir
+        self._port = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _exit_reason(self) -> str | None:
+        if self._proc is None:
+            return "not started"
+        code = self._proc.poll()
+        return None if code is None else f"the broker process exited with code {code}"
+
+    def _write_config(self) -> Path:
+        assert self.data_dir is not None and self._port is not None
+        props: dict[str, str] = {
+            "node.id": "1",
+            "process.roles": "broker,controller",
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self._port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port}",
+            "controller.listener.names": "CONTROLLER",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir / "data"),
+            "num.partitions": str(self.num_partitions),
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            # 50 partitions by default: creating them on the first consumer group costs seconds.
+            "offsets.topic.num.partitions": "5",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "5",
+            "group.initial.rebalance.delay.ms": "0",
+            # Fewer threads and a smaller cleaner buffer (128 MiB by default) for a small box.
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "1",
+            "log.cleaner.threads": "1",
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+            "log.retention.hours": "24",
+        }
+        props.update(self.extra_properties)
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        return path
+
+    def _logging_options(self) -> list[str]:
+        assert self.data_dir is not None
+        # Console appender only: stdout/stderr of the JVM already go to server.log.
+        if _major(self.kafka_version) < 4:
+            path = self.data_dir / "log4j.properties"
+            path.write_text(
+                "log4j.rootLogger=INFO, stdout\n"
+                "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+                "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+                "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+                # The chattiest loggers; WARN still shows anything that goes wrong.
+                "log4j.logger.kafka.request.logger=WARN\n"
+                "log4j.logger.state.change.logger=WARN\n"
+                "log4j.logger.org.apache.kafka.clients=WARN\n"
+                "log4j.logger.kafka.log.LogCleaner=WARN\n"
+            )
+            return [f"-Dlog4j.configuration=file:{path}"]
+        path = self.data_dir / "log4j2.properties"
+        path.write_text(
+            "status=warn\n"
+            "shutdownHook=disable\n"  # Kafka stops itself; avoids a WARN at exit
+            "appender.stdout.type=Console\n"
+            "appender.stdout.name=STDOUT\n"
+            "appender.stdout.layout.type=PatternLayout\n"
+            "appender.stdout.layout.pattern=[%d] %p %m (%c)%n\n"
+            "rootLogger.level=INFO\n"
+            "rootLogger.appenderRef.stdout.ref=STDOUT\n"
+            "logger.req.name=kafka.request.logger\n"
+            "logger.req.level=WARN\n"
+            "logger.sc.name=state.change.logger\n"
+            "logger.sc.level=WARN\n"
+            "logger.clients.name=org.apache.kafka.clients\n"
+            "logger.clients.level=WARN\n"
+        )
+        return [f"-Dlog4j2.configurationFile={path}"]
+
+    def _format_storage(self, java: str, libs: Path, config: Path) -> None:
+        assert self.data_dir is not None
+        cmd = [
+            java,
+            *_TOOL_JVM_OPTIONS,
+            *self._logging_options(),
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            new_cluster_id(),
+            "-c",
+            str(config),
+        ]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired as exc:
+            raise KafkaStartError("kafka.tools.StorageTool format hung for 120 s") from exc
+        if proc.returncode != 0:
+            raise KafkaStartError(
+                f"kafka.tools.StorageTool format failed (exit {proc.returncode}):\n"
+                f"{(proc.stdout + proc.stderr)[-4000:]}"
+            )
+
+    def _launch(self, java: str, libs: Path, config: Path) -> None:
+        assert self.data_dir is not None
+        cmd = [
+            java,
+            *self.jvm_options,
+            *self._logging_options(),
+            f"-Dkafka.logs.dir={self.data_dir / 'logs'}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(config),
+        ]
+        with open(self.log_file, "ab") as out:
+            # Own session/process group: stop() can signal the whole group, and a Ctrl-C in
+            # the terminal reaches the test runner (which then stops us) rather than the JVM.
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+                preexec_fn=death_signal_preexec(signal.SIGTERM),
+            )
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            stop_process_group(self._proc, self.stop_timeout_s)
+            self._proc = None
+
+
+def _find_java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (candidate := Path(java_home) / "bin" / "java").is_file():
+        return str(candidate)
+    java = shutil.which("java")
+    if java is None:
+        raise KafkaStartError(
+            "no `java` found (JAVA_HOME or PATH); run scripts/ensure-system-deps.sh"
+        )
+    return java
+
+
+# -- process helpers (also used by postgres.py) --------------------------------------------
+
+T = TypeVar("T")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (the sockets are held together so they differ).
+
+    A small window remains between closing them and the server binding; the starters retry
+    on "address in use" for that reason.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def death_signal_preexec(sig: signal.Signals) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to send `sig` to the child when this process dies.
+
+    Keeps a broker or a database from outliving a test run killed hard (SIGKILL, OOM). Only
+    armed from the main thread: the kernel ties it to the *thread* that forked, so a child
+    started from a short-lived worker thread would be killed when that thread ends.
+    """
+    if not sys.platform.startswith("linux") or (
+        threading.current_thread() is not threading.main_thread()
+    ):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+
+    def _arm() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), int(sig))
+
+    return _arm
+
+
+def stop_process_group(
+    proc: subprocess.Popen[bytes], timeout_s: float, sig: signal.Signals = signal.SIGTERM
+) -> None:
+    """Send `sig` to the child's process group, wait up to `timeout_s`, then SIGKILL it."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        if timeout_s > 0:
+            log.warning(
+                "pid %s ignored %s for %.0f s; sending SIGKILL", proc.pid, sig.name, timeout_s
+            )
+        # The leader is not reaped yet, so its group id cannot have been reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run_coro_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion from sync code, on a helper thread with its own loop.
+
+    start()/stop() are sync (plain session fixtures, scripts) and may be called while this
+    thread runs, or has set, an event loop (pytest-asyncio, an async CLI); asyncio.run here
+    would fail, or reset that thread's current loop, so it never runs on the caller's thread.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidpipe-devstack") as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()

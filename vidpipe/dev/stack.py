@@ -1,0 +1,267 @@
+"""The local stack behind `vidpipe up` and `vidpipe demo`: a broker, the emulator, every stage.
+
+Each stage runs as its own OS process (`python -m vidpipe run NAME`), exactly as it would in
+production, so killing or scaling one never touches the others. The broker comes from
+VIDPIPE_KAFKA_BOOTSTRAP when set, else the design's resolution order (Docker, then local jars).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.registry import STAGES
+from vidpipe.bus.admin import ensure_all_topics
+from vidpipe.dev import resolve_kafka
+from vidpipe.dev.kafka import free_ports, run_coro_sync, stop_process_group
+from vidpipe.settings import Settings
+
+__all__ = ["LocalStack", "ManagedProcess", "read_state", "stop_recorded_stack"]
+
+STATE_FILE = "up.json"
+
+
+class ManagedProcess:
+    """One child process in its own process group, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = dict(env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM (a graceful FastStream shutdown), SIGKILL after `timeout_s`."""
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process_group(self.proc, timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL at once: a crash, as the chaos tests need it."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def service_argv(name: str) -> list[str]:
+    return [sys.executable, "-m", "vidpipe", "run", name]
+
+
+@dataclass
+class LocalStack:
+    settings: Settings
+    state_dir: Path = Path(".vidpipe")
+    services: Iterable[str] = STAGES
+    #: None: start the emulator only when no provider has credentials.
+    emulator: bool | None = None
+    emulator_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.processes: dict[str, ManagedProcess] = {}
+        self.bootstrap: str | None = None
+        self.emulator_url: str | None = None
+        self._kafka: Any = None
+        self._env: dict[str, str] = {}
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def start(self) -> LocalStack:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_broker()
+            self._env = self._child_env()
+            if (
+                self.emulator
+                if self.emulator is not None
+                else not self.settings.providers.configured()
+            ):
+                self._start_emulator()
+            for name in self.services:
+                self.start_service(name)
+            self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_service(self, name: str, instance: int = 0) -> ManagedProcess:
+        key = name if instance == 0 else f"{name}.{instance}"
+        process = ManagedProcess(
+            key, service_argv(name), self._env, self.logs_dir / f"{key}.log"
+        ).start()
+        self.processes[key] = process
+        return process
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment the children get (also right for `vidpipe submit` / `status`)."""
+        return dict(self._env)
+
+    def _start_broker(self) -> None:
+        self._kafka = resolve_kafka(self.settings.kafka_bootstrap)
+        self.bootstrap = self._kafka.bootstrap
+        run_coro_sync(lambda: ensure_all_topics(self.settings, self.bootstrap or ""))
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["VIDPIPE_KAFKA_BOOTSTRAP"] = self.bootstrap or ""
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _start_emulator(self) -> None:
+        (port,) = free_ports(1)
+        # A fresh key per run: the emulator checks auth like the real APIs do.
+        key = secrets.token_urlsafe(24)
+        env = {**self._env, **self.emulator_env, "VIDPIPE_EMULATOR_API_KEY": key}
+        process = ManagedProcess(
+            "emulator",
+            [
+                sys.executable,
+                "-m",
+                "vidpipe",
+                "emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env,
+            self.logs_dir / "emulator.log",
+        ).start()
+        self.processes["emulator"] = process
+        self.emulator_url = f"http://127.0.0.1:{port}"
+        _wait_http(self.emulator_url, process)
+        self._env.update(
+            VIDPIPE_AZURE_ENDPOINT=self.emulator_url,
+            VIDPIPE_AZURE_API_KEY=key,
+            VIDPIPE_OPENAI_BASE_URL=f"{self.emulator_url}/v1",
+            VIDPIPE_OPENAI_API_KEY=key,
+        )
+
+    def _write_state(self) -> None:
+        state = {
+            "bootstrap": self.bootstrap,
+            "emulator_url": self.emulator_url,
+            "database_url": self.settings.database_url_safe,
+            "storage_url": self.settings.storage_url,
+            "topic_prefix": self.settings.topic_prefix,
+            "owner_pid": os.getpid(),
+            "pids": {name: p.pid for name, p in self.processes.items()},
+        }
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def stop(self) -> None:
+        # Stages first (they drain and commit), then the emulator, then the broker.
+        for name in [n for n in self.processes if n != "emulator"]:
+            self.processes[name].stop()
+        if "emulator" in self.processes:
+            self.processes["emulator"].stop(5)
+        if self._kafka is not None:
+            self._kafka.stop()
+            self._kafka = None
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def _wait_http(url: str, process: ManagedProcess, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not process.running:
+            raise RuntimeError(f"the emulator exited at start:\n{process.log_tail()}")
+        try:
+            httpx.get(url + "/_emulator/health", timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the emulator did not answer within {timeout_s:.0f}s")
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def stop_recorded_stack(state_dir: Path) -> list[str]:
+    """`vidpipe down`: ask the process running `vidpipe up` to stop everything it started."""
+    state = read_state(state_dir)
+    if state is None:
+        return []
+    stopped = []
+    owner = int(state.get("owner_pid", 0))
+    if owner and _alive(owner):
+        os.kill(owner, signal.SIGTERM)
+        stopped.append(f"vidpipe up (pid {owner})")
+        deadline = time.monotonic() + 60
+        while _alive(owner) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    # Whatever outlived its owner (e.g. the owner was SIGKILLed) is stopped directly.
+    for name, pid in state.get("pids", {}).items():
+        if _alive(int(pid)):
+            os.killpg(int(pid), signal.SIGTERM)
+            stopped.append(f"{name} (pid {pid})")
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

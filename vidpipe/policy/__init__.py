@@ -1,0 +1,1 @@
+"""vidpipe/policy"""
