@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AnyUrl,
@@ -43,6 +43,7 @@ from pydantic import (
 
 __all__ = [
     "EVENT_TYPES",
+    "MESSAGE_MAX_CHARS",
     "PUBLIC_EVENTS",
     "DeadLetter",
     "DownloadGaveUp",
@@ -63,11 +64,14 @@ __all__ = [
     "Timer",
     "UserNotified",
     "VideoStored",
+    "clip_message",
     "derive_event_id",
     "utcnow",
 ]
 
 SCHEMA_VERSION = 1
+#: The longest human-readable `message` an event carries: the JSON Schemas' `maxLength`.
+MESSAGE_MAX_CHARS: Final = 2000
 
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
@@ -93,6 +97,11 @@ def derive_event_id(request_id: str, *parts: object) -> uuid.UUID:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def clip_message(text: str) -> str:
+    """`text` cut to MESSAGE_MAX_CHARS, so it always fits an event's `message` field."""
+    return text[:MESSAGE_MAX_CHARS]
 
 
 class _Model(BaseModel):
@@ -234,7 +243,9 @@ class JobFailed(Event):
     provider_job_id: str | None = None
     stage: Literal["submit", "poll", "fetch"]
     reason_code: str = Field(description="Machine-readable cause, e.g. output_moderation.")
-    message: str = Field(max_length=2000, description="Human-readable cause; never a secret.")
+    message: str = Field(
+        max_length=MESSAGE_MAX_CHARS, description="Human-readable cause; never a secret."
+    )
 
 
 class DownloadUnavailable(_JobEvent):
@@ -244,7 +255,7 @@ class DownloadUnavailable(_JobEvent):
     generation_id: str
     reason_code: str = Field(description="not_found, invalid_content, transient_error, too_large…")
     http_status: int | None = None
-    message: str = Field(max_length=2000)
+    message: str = Field(max_length=MESSAGE_MAX_CHARS)
     attempted_at: datetime
     expires_at: datetime | None = None
 
@@ -281,7 +292,7 @@ class DownloadGaveUp(_JobEvent):
     generation_id: str
     reason_code: Literal["expired", "max_attempts"]
     attempts: int = Field(ge=0)
-    message: str = Field(max_length=2000)
+    message: str = Field(max_length=MESSAGE_MAX_CHARS)
     request: RequestSnapshot | None = None
 
 
@@ -291,7 +302,7 @@ class UserNotified(Event):
     event_type: Literal["UserNotified"] = "UserNotified"
     channel: Literal["webhook", "record"]
     language: str = Field(max_length=16)
-    message: str = Field(max_length=2000)
+    message: str = Field(max_length=MESSAGE_MAX_CHARS)
     webhook_id: str | None = None
     webhook_status: int | None = None
     delivered: bool

@@ -18,9 +18,12 @@ from schemas.events import (
     VideoStored,
 )
 
-__all__ = ["DEFAULT_PREFIX", "Topics"]
+__all__ = ["DEFAULT_PREFIX", "TIMER_STAGES", "Topics"]
 
 DEFAULT_PREFIX = "vidpipe."
+
+# The stages that keep durable timers: each owns `timers.<stage>` and `<stage>.due`.
+TIMER_STAGES: tuple[str, ...] = ("poller", "submitter", "redownloader")
 
 
 @dataclass(frozen=True)
@@ -74,17 +77,15 @@ class Topics:
     def deadletter(self) -> str:
         return self._t("deadletter")
 
-    # Internal topics: durable timers and what they release.
+    # Internal topics: a stage's durable timers (`timers.<stage>`) and where its relay releases
+    # them (`<stage>.due`, read by the same stage).
     def timers(self, stage: str) -> str:
+        """Where a stage schedules its timers (its timer relay reads it)."""
         return self._t(f"timers.{stage}")
 
-    @property
-    def poller_due(self) -> str:
-        return self._t("poller.due")
-
-    @property
-    def submitter_retry(self) -> str:
-        return self._t("submitter.retry")
+    def due(self, stage: str) -> str:
+        """Where a stage's timers are released to, when due (the stage subscribes to it)."""
+        return self._t(f"{stage}.due")
 
     def for_event(self, event: Event | type[Event]) -> str:
         """The topic an event of this type is published to."""
@@ -117,19 +118,8 @@ class Topics:
             self.deadletter,
         ]
 
-    def due(self, stage: str) -> str:
-        """Where a stage's timers are released to (the stage subscribes to it)."""
-        return self._t(f"{stage}.due")
-
     def internal(self) -> list[str]:
-        return [
-            self.timers("poller"),
-            self.poller_due,
-            self.timers("submitter"),
-            self.submitter_retry,
-            self.timers("redownloader"),
-            self.due("redownloader"),
-        ]
+        return [topic for stage in TIMER_STAGES for topic in (self.timers(stage), self.due(stage))]
 
     def all(self) -> list[str]:
         return self.public() + self.internal()

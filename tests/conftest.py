@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vidpipe.dev import KafkaHandle, PostgresHandle, resolve_kafka, resolve_postgres
+from vidpipe.dev.servers import KafkaHandle, PostgresHandle, resolve_kafka, resolve_postgres
 
 log = logging.getLogger("vidpipe.tests")
 
@@ -24,7 +24,7 @@ def kafka_handle() -> Iterator[KafkaHandle]:
     """The session's Kafka (started here unless VIDPIPE_KAFKA_BOOTSTRAP names one)."""
     # Plain sync fixture: start/stop must not depend on the tests' event loop.
     handle = resolve_kafka(os.environ.get("VIDPIPE_KAFKA_BOOTSTRAP"))
-    log.info("Kafka for this session: %s (%s)", handle.bootstrap, handle.source)
+    log.info("Kafka for this session: %s (%s)", handle.bootstrap_servers, handle.source)
     try:
         yield handle
     finally:
@@ -34,7 +34,7 @@ def kafka_handle() -> Iterator[KafkaHandle]:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(kafka_handle: KafkaHandle) -> str:
     """Bootstrap servers ("host:port") of the session's Kafka."""
-    return kafka_handle.bootstrap
+    return kafka_handle.bootstrap_servers
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@
     ├── OpsError                        an operator command's arguments or world are wrong
     │   └── RefusedError                refused because doing it now would be unsafe
     ├── BrokerNotReadyError             the broker did not answer an admin call in time
-    ├── DevStackError                   the local stack (development tooling) could not start
+    ├── StageWiringError                a stage's app.py is assembled wrong (a bug, not bad input)
+    ├── DevStackError                   the dev stack (development tooling) could not start
     │   ├── KafkaStartError             the local broker
     │   ├── PostgresStartError          the throwaway PostgreSQL cluster
     │   └── EmulatorInputError          the emulator refuses a request body or directive
@@ -66,6 +67,7 @@ __all__ = [
     "RateLimited",
     "RefusedError",
     "RetryableProviderError",
+    "StageWiringError",
     "StorageError",
     "TerminalProviderError",
     "UnsafeURLError",
@@ -143,6 +145,11 @@ class RefusedError(OpsError):
 
 class BrokerNotReadyError(VidpipeError, RuntimeError):
     """The broker did not answer an admin call before the deadline."""
+
+
+class StageWiringError(VidpipeError):
+    """A stage is assembled wrong: it publishes an event type it did not declare, or it
+    subscribes without declaring the dependencies its handlers read."""
 
 
 class DevStackError(VidpipeError, RuntimeError):

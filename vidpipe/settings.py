@@ -9,63 +9,20 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import FallbackName
 from schemas.topics import DEFAULT_PREFIX, Topics
 
-__all__ = ["ProviderSettings", "Settings"]
-
-
-class ProviderSettings(BaseSettings):
-    """Endpoints and credentials of the providers vidpipe can talk to."""
-
-    model_config = SettingsConfigDict(env_prefix="VIDPIPE_", extra="ignore")
-
-    # azure-sora: Azure OpenAI Sora 1 video generation jobs.
-    azure_endpoint: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("VIDPIPE_AZURE_ENDPOINT", "AZURE_OPENAI_ENDPOINT"),
-    )
-    azure_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("VIDPIPE_AZURE_API_KEY", "AZURE_OPENAI_API_KEY")
-    )
-    azure_deployment: str = "sora"
-    azure_api_version: str = "preview"
-    azure_max_concurrent_jobs: int = Field(default=2, ge=1)
-
-    # openai-videos: the /v1/videos protocol (Azure Sora 2, OpenAI-compatible gateways).
-    openai_base_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("VIDPIPE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
-    )
-    openai_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("VIDPIPE_OPENAI_API_KEY", "OPENAI_API_KEY")
-    )
-    openai_auth_header: str = Field(default="authorization", pattern="^(authorization|api-key)$")
-    openai_model: str = "sora-2"
-    openai_max_concurrent_jobs: int = Field(default=2, ge=1)
-
-    def configured(self) -> list[str]:
-        """Names of the providers that have both an endpoint and a key."""
-        names = []
-        if self.azure_endpoint and self.azure_api_key:
-            names.append("azure-sora")
-        if self.openai_base_url and self.openai_api_key:
-            names.append("openai-videos")
-        return names
-
-    def max_concurrent_jobs(self, provider: str) -> int:
-        return {
-            "azure-sora": self.azure_max_concurrent_jobs,
-            "openai-videos": self.openai_max_concurrent_jobs,
-        }.get(provider, 1)
+__all__ = ["Settings"]
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIDPIPE_", extra="ignore")
 
-    # Kafka. None means "resolve one": Docker if an engine answers, else a local broker from jars.
+    # Kafka's bootstrap servers ("host:port[,host:port]"). Unset: the broker a running dev stack
+    # (`vidpipe up`) recorded in `state_dir`, else an error (vidpipe.bus.address has the rule).
     kafka_bootstrap: str | None = None
     topic_prefix: str = Field(default=DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(default=3, ge=1, le=1000)
@@ -78,7 +35,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///.vidpipe/vidpipe.db"
     # Storage: a local folder by default (file://PATH); supabase://BUCKET for Supabase Storage.
     storage_url: str = "file://.vidpipe/videos"
-    # Where the local stack keeps its state (broker data, pids, logs).
+    # Where the dev stack keeps its state (broker data, pids, logs, the broker address).
     state_dir: Path = Path(".vidpipe")
 
     default_provider: str = "azure-sora"
@@ -146,10 +103,6 @@ class Settings(BaseSettings):
     @cached_property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
-
-    @cached_property
-    def providers(self) -> ProviderSettings:
-        return ProviderSettings()
 
     @property
     def database_url_safe(self) -> str:

@@ -1,194 +1,267 @@
-"""The composition root: builds each stage's collaborators from settings and wires its app.
+"""The composition root: one `Stage` per service process builds and wires everything it runs.
 
-Every service process calls `Stage(...)` once; its handlers stay plain functions that receive
-their collaborators, so tests build the same stages with other collaborators passed in.
+A stage's app.py says what the stage is and nothing else:
+
+    stage = Stage("fetcher", settings, publishes=(VideoStored, DownloadUnavailable))
+
+    @stage.dependencies
+    async def build_deps(resources: Resources) -> FetcherDeps:
+        return FetcherDeps(providers=resources.providers(), storage=resources.storage(), ...)
+
+    @stage.subscriber(stage.topics.job_succeeded)
+    async def on_succeeded(event: JobSucceeded, deps: Deps[FetcherDeps]) -> None:
+        await handle_job_succeeded(event, deps)
+
+FastStream runs the stage's `lifespan` around the broker. It calls the one dependency factory,
+whose `Resources` register everything they open on one `AsyncExitStack`, and puts the result in
+the app context under "deps", where `Deps[...]` (FastStream's `Context("deps")`) hands it to
+each handler. On the way out, or when start-up fails halfway, everything opened is closed,
+newest first. Handlers stay plain functions of (event, deps), so tests call them with other
+collaborators.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
-import httpx
 import structlog
-from faststream import FastStream
+from faststream import Context, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import Event
-from vidpipe.bus import KafkaPublisher, TimerRelay, make_broker
+from vidpipe.bus import KafkaPublisher, RedeliveryBackoff, TimerRelay, make_broker
+from vidpipe.bus.address import broker_address
 from vidpipe.bus.admin import ensure_all_topics
-from vidpipe.db.tables import open_engine
-from vidpipe.errors import ConfigurationError
+from vidpipe.db.tables import create_tables, open_engine
+from vidpipe.errors import StageWiringError
 from vidpipe.logs import configure_logging
-from vidpipe.net.guard import fetch_bounded
-from vidpipe.providers import build_provider
-from vidpipe.providers.base import InputImage, ProviderClient
+from vidpipe.net.images import InputImageFetcher
+from vidpipe.providers import open_providers
+from vidpipe.providers.base import ProviderClient
 from vidpipe.settings import Settings
 from vidpipe.storage import VideoStorage, storage_from_url
 
-__all__ = ["Stage", "open_providers", "open_storage", "resolve_bootstrap"]
+__all__ = [
+    "DEPS",
+    "Deps",
+    "Resources",
+    "Stage",
+    "open_storage",
+]
 
 log = structlog.get_logger("vidpipe.stage")
 
-Hook = Callable[[], Awaitable[None]]
+#: The app-context name the dependencies are kept under.
+DEPS = "deps"
+
+T = TypeVar("T")
+#: A handler parameter FastStream fills with the stage's dependencies: `deps: Deps[FetcherDeps]`.
+Deps = Annotated[T, Context(DEPS)]
+
+Close = Callable[[], Awaitable[None]]
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[None]])
+DepsT = TypeVar("DepsT")
+DepsFactory = Callable[["Resources"], Awaitable[DepsT]]
 
 
-def resolve_bootstrap(settings: Settings) -> str:
-    """The broker address a service process connects to. Services never start a broker."""
-    if not settings.kafka_bootstrap:
-        raise ConfigurationError(
-            "VIDPIPE_KAFKA_BOOTSTRAP is not set: point it at a broker, "
-            "or use `vidpipe up`, which starts one"
-        )
-    return settings.kafka_bootstrap
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
 
 
-class Stage:
-    """One service process: a broker with dead letters, a publisher, optional timers, an app."""
-
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        *,
-        bootstrap: str | None = None,
-        timers: bool = False,
-    ) -> None:
-        self.name = name
-        self.settings = settings
-        self.bootstrap = bootstrap or resolve_bootstrap(settings)
-        self.topics = settings.topics
-        self.registry = CollectorRegistry()
-        self.broker: KafkaBroker
-        self.publisher: KafkaPublisher
-        self.broker, self.publisher = make_broker(
-            self.bootstrap, stage=name, topics=self.topics, registry=self.registry
-        )
-        self.app = FastStream(self.broker, on_startup=[self._ensure_topics])
-        self._closers: list[Hook] = []
-        self.relay: TimerRelay | None = None
-        if timers:
-            self.app.after_startup(self._start_relay)
-        self.app.on_shutdown(self._close)
-        if settings.metrics_port:
-            self.app.on_startup(self._serve_metrics)
-
-    def subscriber(self, *topics: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
-        """A subscriber in this stage's consumer group, committing only after the work is done."""
-        options.setdefault("group_id", self.settings.group_id(self.name))
-        options.setdefault("ack_policy", AckPolicy.NACK_ON_ERROR)
-        options.setdefault("auto_offset_reset", "earliest")
-        subscriber = self.broker.subscriber(*topics, **options)
-
-        def register(handler: HandlerT) -> HandlerT:
-            subscriber(handler)
-            return handler
-
-        return register
-
-    def publishes(self, *events: type[Event]) -> None:
-        """Declare what this stage writes, so the AsyncAPI document shows it (docs only: the
-        stage publishes through `self.publisher`, keyed by request id)."""
-        for event in events:
-            self.broker.publisher(
-                self.topics.for_event(event),
-                title=f"{self.name}:{event.__name__}",
-                schema=event,
-                description=(event.__doc__ or event.__name__).strip().splitlines()[0],
-            )
-
-    def on_startup(self, hook: Hook) -> None:
-        self.app.on_startup(hook)
-
-    def closing(self, hook: Hook) -> None:
-        self._closers.append(hook)
-
-    def open_providers(self) -> dict[str, ProviderClient]:
-        """A client per configured provider, closed when the stage stops."""
-        providers = open_providers(self.settings)
-        for client in providers.values():
-            self.closing(client.aclose)
-        return providers
-
-    def open_storage(self) -> VideoStorage:
-        """The configured video storage, closed when the stage stops."""
-        storage = open_storage(self.settings)
-        self.closing(storage.aclose)
-        return storage
-
-    async def open_engine(self) -> AsyncEngine:
-        engine = await open_engine(self.settings.database_url)
-        self.closing(engine.dispose)
-        return engine
-
-    async def _ensure_topics(self) -> None:
-        report = await ensure_all_topics(self.settings, self.bootstrap)
-        created = [t for t, state in report.items() if state == "created"]
-        if created:
-            log.info("topics_created", stage=self.name, topics=created)
-
-    async def _start_relay(self) -> None:
-        self.relay = TimerRelay(
-            bootstrap=self.bootstrap,
-            timer_topic=self.topics.timers(self.name),
-            group_id=self.settings.group_id(f"{self.name}.timers"),
-            publish_raw=self.publisher.publish_raw,
-            publish_dead_letter=self.publisher.publish_dead_letter,
-            stage=self.name,
-        )
-        await self.relay.start()
-        self.closing(self.relay.stop)
-
-    async def _serve_metrics(self) -> None:
-        assert self.settings.metrics_port is not None
-        start_http_server(self.settings.metrics_port, addr="0.0.0.0", registry=self.registry)  # noqa: S104
-
-    async def _close(self) -> None:
-        for hook in reversed(self._closers):
-            with contextlib.suppress(Exception):
-                await hook()
-        self._closers.clear()
-
-    def run(self) -> None:
-        """Run until SIGINT/SIGTERM (FastStream handles both)."""
-        configure_logging(self.settings.log_level, self.settings.log_format)
-        log.info("stage_starting", stage=self.name, topics_prefix=self.topics.prefix)
-        asyncio.run(self.app.run())
-
-
-def open_providers(settings: Settings) -> dict[str, ProviderClient]:
-    """A client for every provider that has credentials (none is an error at submit time)."""
-    clients: dict[str, ProviderClient] = {}
-    for name in settings.providers.configured():
-        clients[name] = build_provider(name, settings.providers, timeout_s=settings.http_timeout_s)
-    return clients
+ClosableT = TypeVar("ClosableT", bound=_Closable)
 
 
 def open_storage(settings: Settings) -> VideoStorage:
     return storage_from_url(settings.storage_url, base_dir=Path.cwd())
 
 
-def image_fetcher(settings: Settings) -> Callable[[str], Awaitable[InputImage]]:
-    """Input images come from user-supplied URLs: fetched through the SSRF guard, size-bounded."""
-    client = httpx.AsyncClient(timeout=settings.http_timeout_s, follow_redirects=False)
+class Resources:
+    """What a stage's dependency factory opens; each is closed when the stage stops.
 
-    async def fetch(url: str) -> InputImage:
-        data, content_type = await fetch_bounded(
-            url,
-            client=client,
-            max_bytes=settings.max_input_image_bytes,
-            allow_private=settings.allow_private_urls,
-        )
-        extension = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
-            content_type, "png"
-        )
-        return InputImage(data=data, content_type=content_type, filename=f"input.{extension}")
+    Every method registers what it opened on the stage's exit stack before handing it out, so
+    a factory that fails halfway leaves nothing open.
+    """
 
-    return fetch
+    def __init__(self, stage: str, settings: Settings, stack: contextlib.AsyncExitStack) -> None:
+        self.stage = stage
+        self.settings = settings
+        self._stack = stack
+
+    def closing(self, close: Close, what: str) -> None:
+        """Call `close` when the stage stops. A failing close is logged; the others still run."""
+
+        async def close_and_log() -> None:
+            try:
+                await close()
+            except Exception:
+                log.warning("close_failed", stage=self.stage, resource=what, exc_info=True)
+
+        self._stack.push_async_callback(close_and_log)
+
+    def adopt(self, resource: ClosableT, what: str) -> ClosableT:
+        """Close `resource` (anything with `aclose()`) when the stage stops."""
+        self.closing(resource.aclose, what)
+        return resource
+
+    def providers(self) -> dict[str, ProviderClient]:
+        """A client per configured provider."""
+        return {
+            name: self.adopt(client, f"provider {name}")
+            for name, client in open_providers(timeout_s=self.settings.http_timeout_s).items()
+        }
+
+    def storage(self) -> VideoStorage:
+        """The configured video storage."""
+        return self.adopt(open_storage(self.settings), "storage")
+
+    async def engine(self) -> AsyncEngine:
+        """The database engine, with every table created."""
+        engine = await open_engine(self.settings.database_url, create=False)
+        self.closing(engine.dispose, "database engine")
+        await create_tables(engine)
+        return engine
+
+    def image_fetcher(self) -> InputImageFetcher:
+        """Fetches user-supplied input images through the SSRF guard, size-bounded."""
+        fetcher = InputImageFetcher(
+            max_bytes=self.settings.max_input_image_bytes,
+            allow_private=self.settings.allow_private_urls,
+            timeout_s=self.settings.http_timeout_s,
+        )
+        return self.adopt(fetcher, "input image fetcher")
+
+
+class Stage:
+    """One service process: a broker with dead letters and metrics, the publisher of the events
+    it declares, optional durable timers, and a FastStream app whose lifespan owns resources."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        *,
+        bootstrap_servers: str | None = None,
+        timers: bool = False,
+        publishes: Sequence[type[Event]] = (),
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.bootstrap_servers = bootstrap_servers or broker_address(settings)
+        self.topics = settings.topics
+        self.timers = timers
+        self.metrics = CollectorRegistry()
+        #: Failed deliveries of this stage's messages, and the wait before each comes again.
+        self.backoff = RedeliveryBackoff()
+        self.broker: KafkaBroker
+        self.publisher: KafkaPublisher
+        self.broker, self.publisher = make_broker(
+            self.bootstrap_servers,
+            stage=name,
+            topics=self.topics,
+            publishes=publishes,
+            registry=self.metrics,
+            backoff=self.backoff,
+        )
+        self.relay: TimerRelay | None = None
+        self._deps_factory: DepsFactory[Any] | None = None
+        self._resources: Resources | None = None
+        self.app = FastStream(self.broker, lifespan=self.lifespan, on_startup=[self._ensure_topics])
+        if timers:
+            # After the broker connects (the relay publishes through it); stopped before it
+            # disconnects, so no timer is released into a closed producer.
+            self.app.after_startup(self._start_relay)
+            self.app.on_shutdown(self._stop_relay)
+
+    def dependencies(self, factory: DepsFactory[DepsT]) -> DepsFactory[DepsT]:
+        """Declare the one async factory of what this stage's handlers need (as `Deps[...]`)."""
+        if self._deps_factory is not None:
+            raise StageWiringError(f"stage {self.name!r} declares its dependencies twice")
+        self._deps_factory = factory
+        return factory
+
+    def subscriber(self, *topics: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
+        """A subscriber in this stage's consumer group, committing only after the work is done.
+
+        Named `<stage>:<handler>` in the AsyncAPI document, so stages reading one topic stay
+        apart there.
+        """
+        options.setdefault("group_id", self.settings.group_id(self.name))
+        options.setdefault("ack_policy", AckPolicy.NACK_ON_ERROR)
+        options.setdefault("auto_offset_reset", "earliest")
+
+        def register(handler: HandlerT) -> HandlerT:
+            title = options.get("title") or f"{self.name}:{handler.__name__}"
+            self.broker.subscriber(*topics, **{**options, "title": title})(handler)
+            return handler
+
+        return register
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Open the stage's resources and dependencies; close all of them on the way out."""
+        if self._deps_factory is None and self.broker.subscribers:
+            raise StageWiringError(
+                f"stage {self.name!r} has subscribers but no @stage.dependencies factory"
+            )
+        async with contextlib.AsyncExitStack() as stack:
+            resources = Resources(self.name, self.settings, stack)
+            self._resources = resources
+            stack.callback(self._forget_resources)
+            if self.settings.metrics_port:
+                self._serve_metrics(resources, self.settings.metrics_port)
+            if self._deps_factory is not None:
+                deps = await self._deps_factory(resources)
+                self.app.context.set_global(DEPS, deps)
+                stack.callback(self.app.context.reset_global, DEPS)
+            yield
+
+    def _forget_resources(self) -> None:
+        self._resources = None
+
+    def _serve_metrics(self, resources: Resources, port: int) -> None:
+        server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.metrics)  # noqa: S104
+
+        async def stop() -> None:
+            # shutdown() waits for the serving thread's loop to notice: not on the event loop.
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
+
+        resources.closing(stop, "metrics server")
+
+    async def _ensure_topics(self) -> None:
+        report = await ensure_all_topics(self.settings, self.bootstrap_servers)
+        created = [t for t, state in report.items() if state == "created"]
+        if created:
+            log.info("topics_created", stage=self.name, topics=created)
+
+    async def _start_relay(self) -> None:
+        if self._resources is None:
+            raise StageWiringError(f"stage {self.name!r}: start it through its app's lifespan")
+        self.relay = TimerRelay(
+            bootstrap_servers=self.bootstrap_servers,
+            timer_topic=self.topics.timers(self.name),
+            group_id=self.settings.group_id(f"{self.name}.timers"),
+            publish_raw=self.publisher.publish_raw,
+            publish_dead_letter=self.publisher.publish_dead_letter,
+            stage=self.name,
+        )
+        # Registered before it starts: a start that fails halfway still stops what it began.
+        self._resources.closing(self.relay.stop, "timer relay")
+        await self.relay.start()
+
+    async def _stop_relay(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()  # stopping twice is harmless: the exit stack stops it again
+
+    def run(self) -> None:
+        """Run until SIGINT/SIGTERM (FastStream handles both)."""
+        configure_logging(self.settings.log_level, self.settings.log_format)
+        log.info("stage_starting", stage=self.name, topics_prefix=self.topics.prefix)
+        asyncio.run(self.app.run())

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 from schemas.events import DownloadGaveUp, DownloadUnavailable, GenerationRequested
 from services.failover.handlers import FailoverDeps, handle_trigger
+from vidpipe.providers import configured_providers
 from vidpipe.settings import Settings
-from vidpipe.stage import Stage
+from vidpipe.stage import Deps, Resources, Stage
 
 __all__ = ["create_stage"]
 
 
-def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
-    stage = Stage("failover", settings, bootstrap=bootstrap)
-    stage.publishes(GenerationRequested)
-    topics = stage.topics
-    deps = FailoverDeps(
-        publisher=stage.publisher,
-        default_fallbacks=settings.fallback_default,
-        available_providers=settings.providers.configured(),
-        alternate=settings.failover_provider,
-        when=settings.failover_when,
+def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) -> Stage:
+    stage = Stage(
+        "failover", settings, bootstrap_servers=bootstrap_servers, publishes=(GenerationRequested,)
     )
+    topics = stage.topics
+
+    @stage.dependencies
+    async def build_deps(resources: Resources) -> FailoverDeps:
+        return FailoverDeps(
+            publisher=stage.publisher,
+            default_fallbacks=settings.fallback_default,
+            available_providers=configured_providers(),
+            alternate=settings.failover_provider,
+            when=settings.failover_when,
+        )
+
     trigger = (
         topics.download_unavailable
         if settings.failover_when == "immediate"
@@ -28,7 +34,9 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
     )
 
     @stage.subscriber(trigger)
-    async def on_trigger(event: DownloadUnavailable | DownloadGaveUp) -> None:
+    async def on_trigger(
+        event: DownloadUnavailable | DownloadGaveUp, deps: Deps[FailoverDeps]
+    ) -> None:
         await handle_trigger(event, deps)
 
     return stage

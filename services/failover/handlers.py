@@ -13,8 +13,9 @@ the same request, which the submitter recognises and does not start twice.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
@@ -24,6 +25,7 @@ from schemas.events import (
     FallbackName,
     GenerationRequested,
     derive_event_id,
+    utcnow,
 )
 from vidpipe.bus import Publisher
 from vidpipe.policy.fallbacks import applies, policy
@@ -42,6 +44,7 @@ class FailoverDeps:
     #: The configured alternate; None means "any other available provider".
     alternate: str | None = None
     when: str = "after_retry"
+    clock: Callable[[], datetime] = utcnow
 
 
 def child_request_id(parent: str) -> str:
@@ -78,6 +81,7 @@ async def handle_trigger(event: DownloadUnavailable | DownloadGaveUp, deps: Fail
     await deps.publisher.publish(
         GenerationRequested(
             event_id=derive_event_id(child, "GenerationRequested"),
+            occurred_at=deps.clock(),
             request_id=child,
             causation_id=event.event_id,
             prompt=request.prompt,

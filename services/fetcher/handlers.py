@@ -14,14 +14,16 @@ Rules (from what real users tripped on):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 
 from schemas.events import (
     DownloadUnavailable,
     JobSucceeded,
+    clip_message,
     derive_event_id,
     utcnow,
 )
@@ -29,7 +31,13 @@ from vidpipe.bus import Publisher
 from vidpipe.errors import ProviderError
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import VideoStorage
-from vidpipe.usecases.fetch_video import DownloadPolicy, real_video_stored, store_video, video_key
+from vidpipe.usecases.fetch_video import (
+    DownloadPolicy,
+    NoClient,
+    VideoTarget,
+    failure_code,
+    fetch_and_store,
+)
 
 __all__ = ["FetcherDeps", "handle_job_succeeded"]
 
@@ -42,6 +50,7 @@ class FetcherDeps:
     storage: VideoStorage
     publisher: Publisher
     download: DownloadPolicy = field(default_factory=DownloadPolicy)
+    clock: Callable[[], datetime] = utcnow
 
 
 async def handle_job_succeeded(event: JobSucceeded, deps: FetcherDeps) -> None:
@@ -53,47 +62,41 @@ async def _fetch_one(
     event: JobSucceeded, index: int, generation_id: str, deps: FetcherDeps
 ) -> None:
     logger = log.bind(request_id=event.request_id, generation_id=generation_id)
-    key = video_key(event.request_id, index, generation_id)
-    stored = await deps.storage.stat(key)
-    if stored is None:
-        client = deps.providers.get(event.provider)
-        if client is None:
-            await _unavailable(
-                deps,
-                event,
-                index,
-                generation_id,
-                "unknown_provider",
-                None,
-                f"provider {event.provider!r} is not configured in this fetcher",
-            )
-            return
-        try:
-            stored = await store_video(
-                client,
-                deps.storage,
-                job_id=event.provider_job_id,
-                generation_id=generation_id,
-                key=key,
-                policy=deps.download,
-            )
-        except ProviderError as exc:
-            code = "transient_error" if exc.retryable else exc.code
-            logger.warning("download_unavailable", reason_code=code, status=exc.status_code)
-            await _unavailable(deps, event, index, generation_id, code, exc.status_code, str(exc))
-            return
-        logger.info("video_stored", url=stored.url, size_bytes=stored.size_bytes)
-    await deps.publisher.publish(
-        real_video_stored(
-            request_id=event.request_id,
-            causation_id=event.event_id,
-            provider=event.provider,
-            provider_job_id=event.provider_job_id,
-            generation_id=generation_id,
-            variant_index=index,
-            stored=stored,
-        )
+    target = VideoTarget(
+        request_id=event.request_id,
+        causation_id=event.event_id,
+        provider=event.provider,
+        provider_job_id=event.provider_job_id,
+        generation_id=generation_id,
+        variant_index=index,
     )
+    try:
+        outcome = await fetch_and_store(
+            target,
+            providers=deps.providers,
+            storage=deps.storage,
+            policy=deps.download,
+            clock=deps.clock,
+        )
+    except ProviderError as exc:
+        code = failure_code(exc)
+        logger.warning("download_unavailable", reason_code=code, status=exc.status_code)
+        await _unavailable(deps, event, index, generation_id, code, exc.status_code, str(exc))
+        return
+    if isinstance(outcome, NoClient):
+        await _unavailable(
+            deps,
+            event,
+            index,
+            generation_id,
+            "unknown_provider",
+            None,
+            f"provider {outcome.provider!r} is not configured in this fetcher",
+        )
+        return
+    if outcome.fetched:
+        logger.info("video_stored", url=outcome.object.url, size_bytes=outcome.object.size_bytes)
+    await deps.publisher.publish(outcome.announcement)
 
 
 async def _unavailable(
@@ -105,9 +108,11 @@ async def _unavailable(
     http_status: int | None,
     message: str,
 ) -> None:
+    now = deps.clock()
     await deps.publisher.publish(
         DownloadUnavailable(
             event_id=derive_event_id(event.request_id, "DownloadUnavailable", generation_id),
+            occurred_at=now,
             request_id=event.request_id,
             causation_id=event.event_id,
             provider=event.provider,
@@ -116,8 +121,8 @@ async def _unavailable(
             generation_id=generation_id,
             reason_code=code,
             http_status=http_status,
-            message=message[:2000],
-            attempted_at=utcnow(),
+            message=clip_message(message),
+            attempted_at=now,
             expires_at=event.expires_at,
             request=event.request,
             variant_index=index,

@@ -8,7 +8,8 @@ Writes:  {prefix}user.notified          UserNotified, channel="record": the user
 
 Rules:
 - Runs only when the request's fallback policy includes "notify" (else logs `policy_excludes`).
-- Language from metadata `lang` / `language` / `locale` ("fr", "fr-FR"), English by default.
+- Language from metadata `lang` / `language` / `locale` ("fr", "fr-FR"), English by default:
+  `vidpipe.policy.messages.resolve_language`, the resolver the placeholder's caption uses too.
 - Webhooks are Standard-Webhooks signed (see vidpipe.net.webhooks), go only to public addresses,
   never follow redirects, and retry a bounded number of times. Their `webhook-id` is derived from
   the request and generation, so a redelivered event resends the same id and receivers dedupe.
@@ -18,7 +19,9 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -27,12 +30,14 @@ from schemas.events import (
     DownloadUnavailable,
     FallbackName,
     UserNotified,
+    clip_message,
     derive_event_id,
+    utcnow,
 )
 from vidpipe.bus import Publisher
 from vidpipe.net.webhooks import WebhookSender, encode_body, webhook_id_for
 from vidpipe.policy.fallbacks import applies
-from vidpipe.policy.messages import download_unavailable_message, resolve_language
+from vidpipe.policy.messages import Language, download_unavailable_message, resolve_language
 
 __all__ = ["WEBHOOK_TYPE", "NotifierDeps", "build_notice", "handle_download_unavailable"]
 
@@ -48,6 +53,7 @@ class NotifierDeps:
     #: None when no webhook secret is configured: callbacks are then reported, not sent.
     webhooks: WebhookSender | None
     default_fallbacks: list[FallbackName]
+    clock: Callable[[], datetime] = utcnow
 
 
 def build_notice(
@@ -89,6 +95,7 @@ async def handle_download_unavailable(event: DownloadUnavailable, deps: Notifier
     await deps.publisher.publish(
         UserNotified(
             event_id=derive_event_id(event.request_id, "UserNotified", "record"),
+            occurred_at=deps.clock(),
             request_id=event.request_id,
             causation_id=event.event_id,
             channel="record",
@@ -102,8 +109,6 @@ async def handle_download_unavailable(event: DownloadUnavailable, deps: Notifier
     if request is None or not request.callback_url:
         return
     webhook_id = webhook_id_for(event.request_id, WEBHOOK_TYPE, event.generation_id)
-    # One webhook per unavailable generation, so its outcome is keyed the same way.
-    outcome_id = derive_event_id(event.request_id, "UserNotified", "webhook", event.generation_id)
 
     if deps.webhooks is None:
         logger.warning(
@@ -112,16 +117,7 @@ async def handle_download_unavailable(event: DownloadUnavailable, deps: Notifier
             hint="set VIDPIPE_WEBHOOK_SECRET to whsec_<base64> to deliver callbacks",
         )
         await deps.publisher.publish(
-            UserNotified(
-                event_id=outcome_id,
-                request_id=event.request_id,
-                causation_id=event.event_id,
-                channel="webhook",
-                language=language,
-                message=NO_SECRET,
-                webhook_id=webhook_id,
-                delivered=False,
-            )
+            _webhook_outcome(event, deps, language, webhook_id, NO_SECRET, delivered=False)
         )
         return
 
@@ -148,15 +144,38 @@ async def handle_download_unavailable(event: DownloadUnavailable, deps: Notifier
             error=result.error,
         )
     await deps.publisher.publish(
-        UserNotified(
-            event_id=outcome_id,
-            request_id=event.request_id,
-            causation_id=event.event_id,
-            channel="webhook",
-            language=language,
-            message=outcome[:2000],
-            webhook_id=webhook_id,
-            webhook_status=result.status,
+        _webhook_outcome(
+            event,
+            deps,
+            language,
+            webhook_id,
+            outcome,
             delivered=result.delivered,
+            status=result.status,
         )
+    )
+
+
+def _webhook_outcome(
+    event: DownloadUnavailable,
+    deps: NotifierDeps,
+    language: Language,
+    webhook_id: str,
+    outcome: str,
+    *,
+    delivered: bool,
+    status: int | None = None,
+) -> UserNotified:
+    """What became of the webhook, for the records: one per unavailable generation."""
+    return UserNotified(
+        event_id=derive_event_id(event.request_id, "UserNotified", "webhook", event.generation_id),
+        occurred_at=deps.clock(),
+        request_id=event.request_id,
+        causation_id=event.event_id,
+        channel="webhook",
+        language=language,
+        message=clip_message(outcome),
+        webhook_id=webhook_id,
+        webhook_status=status,
+        delivered=delivered,
     )

@@ -8,8 +8,10 @@ Rules:
 - Only when the request's fallbacks (or the configured default) include "placeholder"; otherwise
   log `policy_excludes` and do nothing.
 - With an input image: a slow pan and zoom over it; without one, or when it cannot be fetched or
-  decoded: a title card with the prompt. Either way a caption says the video is on its way.
-- The image is fetched through the SSRF guard (vidpipe.net.guard), size-bounded.
+  decoded: a title card with the prompt. Either way a caption says the video is on its way, in
+  the request's language (the notifier's resolver: `vidpipe.policy.messages.resolve_language`).
+- The image is fetched by the one input-image fetcher (`vidpipe.net.images.InputImageFetcher`:
+  the SSRF guard, size-bounded), as the submitter fetches it.
 - Rendering runs in a worker thread, so the event loop (and the Kafka heartbeat) keeps going.
 - Idempotent: one key per request (`{request_id}/placeholder.mp4`) and a deterministic event id.
   A placeholder already stored is announced again, never rendered again, so several variants or
@@ -21,36 +23,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
-import httpx
 import structlog
 
-from schemas.events import DownloadUnavailable, FallbackName, VideoStored, derive_event_id
+from schemas.events import DownloadUnavailable, FallbackName, VideoStored, derive_event_id, utcnow
 from vidpipe.bus import Publisher
 from vidpipe.errors import UnsafeURLError
-from vidpipe.media.placeholder import (
-    PlaceholderJob,
-    RenderedPlaceholder,
-    placeholder_language,
-    render_placeholder,
-)
-from vidpipe.net.guard import Resolver, fetch_bounded
+from vidpipe.media.placeholder import PlaceholderJob, RenderedPlaceholder, render_placeholder
+from vidpipe.net.images import InputImage
 from vidpipe.policy.fallbacks import applies
+from vidpipe.policy.messages import resolve_language
 from vidpipe.storage import StoredObject, VideoStorage, validate_key
 
 __all__ = [
     "ImageFetcher",
     "PlaceholderDeps",
     "Renderer",
-    "bounded_image_fetcher",
     "handle_download_unavailable",
     "placeholder_key",
 ]
 
 log = structlog.get_logger("vidpipe.placeholder")
 
-#: Fetches an input image URL; raises UnsafeURLError (or a subclass) when it cannot.
-ImageFetcher = Callable[[str], Awaitable[bytes]]
+#: Fetches an input image URL (a `vidpipe.net.images.InputImageFetcher`); raises UnsafeURLError
+#: (or its subclass InputFetchError) when it cannot.
+ImageFetcher = Callable[[str], Awaitable[InputImage]]
 #: Blocking: called in a worker thread.
 Renderer = Callable[[PlaceholderJob], RenderedPlaceholder]
 
@@ -68,35 +66,12 @@ class PlaceholderDeps:
     max_bytes: int = 64 * 1024 * 1024
     seconds: float = 3.0
     fps: int = 24
+    clock: Callable[[], datetime] = utcnow
 
 
 def placeholder_key(request_id: str) -> str:
     """Where a request's placeholder is stored: one per request, whatever the variant."""
     return f"{request_id}/placeholder.mp4"
-
-
-def bounded_image_fetcher(
-    client: httpx.AsyncClient,
-    *,
-    max_bytes: int,
-    allow_private: bool,
-    timeout_s: float,
-    resolver: Resolver | None = None,
-) -> ImageFetcher:
-    """Input images are user-supplied URLs: fetched through the SSRF guard, size-bounded."""
-
-    async def fetch(url: str) -> bytes:
-        data, _content_type = await fetch_bounded(
-            url,
-            client=client,
-            max_bytes=max_bytes,
-            allow_private=allow_private,
-            timeout_s=timeout_s,
-            resolver=resolver,
-        )
-        return data
-
-    return fetch
 
 
 async def handle_download_unavailable(event: DownloadUnavailable, deps: PlaceholderDeps) -> None:
@@ -120,6 +95,7 @@ async def handle_download_unavailable(event: DownloadUnavailable, deps: Placehol
         VideoStored(
             # One id per request (not per variant): every announcement of it is the same event.
             event_id=derive_event_id(event.request_id, "VideoStored", "placeholder"),
+            occurred_at=deps.clock(),
             request_id=event.request_id,
             causation_id=event.event_id,
             provider=event.provider,
@@ -143,14 +119,14 @@ async def _render_and_store(
     image: bytes | None = None
     if request is not None and request.input_image_url and deps.fetch_image is not None:
         try:
-            image = await deps.fetch_image(request.input_image_url)
+            image = (await deps.fetch_image(request.input_image_url)).data
         except UnsafeURLError as exc:
             # A placeholder is a stand-in: without the image it is a title card, not a failure.
             logger.warning("placeholder_image_unavailable", reason=str(exc))
     job = PlaceholderJob(
         prompt=request.prompt if request is not None else "",
         size=request.size if request is not None else "1280x720",
-        language=placeholder_language(request.metadata if request is not None else None),
+        language=resolve_language(request.metadata if request is not None else None),
         image=image,
         seconds=deps.seconds,
         fps=deps.fps,

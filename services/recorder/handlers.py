@@ -6,7 +6,8 @@ Reads:   {prefix}generation.requested, {prefix}job.submitted, {prefix}job.progre
 Writes:  nothing on Kafka; the database (SQLite by default, PostgreSQL/Supabase by URL).
 
 Idempotent by event_id: a redelivered or replayed event is logged once and changes nothing.
-The projection itself (which event moves which column) is `vidpipe.db.records.project`.
+The projection itself (which event moves which column) is `vidpipe.policy.projection.project`,
+a pure function; `vidpipe.db.records` is the SQL around it.
 """
 
 from __future__ import annotations

@@ -15,25 +15,27 @@ from services.redownloader.handlers import (
     handle_retry_due,
 )
 from vidpipe.settings import Settings
-from vidpipe.stage import Stage
+from vidpipe.stage import Deps, Resources, Stage
 from vidpipe.usecases.fetch_video import DownloadPolicy
 
 __all__ = ["create_stage"]
 
 
-def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
-    stage = Stage("redownloader", settings, bootstrap=bootstrap, timers=True)
-    stage.publishes(VideoStored, DownloadRetryScheduled, DownloadGaveUp)
+def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) -> Stage:
+    stage = Stage(
+        "redownloader",
+        settings,
+        bootstrap_servers=bootstrap_servers,
+        timers=True,
+        publishes=(VideoStored, DownloadRetryScheduled, DownloadGaveUp),
+    )
     topics = stage.topics
-    deps: RedownloaderDeps | None = None
 
-    async def startup() -> None:
-        nonlocal deps
-        providers = stage.open_providers()
-        storage = stage.open_storage()
-        deps = RedownloaderDeps(
-            providers=providers,
-            storage=storage,
+    @stage.dependencies
+    async def build_deps(resources: Resources) -> RedownloaderDeps:
+        return RedownloaderDeps(
+            providers=resources.providers(),
+            storage=resources.storage(),
             publisher=stage.publisher,
             topics=topics,
             default_fallbacks=settings.fallback_default,
@@ -45,16 +47,13 @@ def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
             ),
         )
 
-    stage.on_startup(startup)
-
     @stage.subscriber(topics.download_unavailable)
-    async def on_unavailable(event: DownloadUnavailable) -> None:
-        assert deps is not None
+    async def on_unavailable(event: DownloadUnavailable, deps: Deps[RedownloaderDeps]) -> None:
         await handle_download_unavailable(event, deps)
 
+    # A retried download may take minutes: give the handler room before the group evicts it.
     @stage.subscriber(topics.due("redownloader"), max_poll_interval_ms=30 * 60 * 1000)
-    async def on_due(due: RedownloadDue) -> None:
-        assert deps is not None
+    async def on_due(due: RedownloadDue, deps: Deps[RedownloaderDeps]) -> None:
         await handle_retry_due(due, deps)
 
     return stage

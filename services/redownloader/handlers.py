@@ -7,17 +7,17 @@ Writes:  {prefix}video.stored           VideoStored (placeholder=false) when a r
          {prefix}download.gaveup        DownloadGaveUp (expired, or out of attempts)
          {prefix}timers.redownloader    Timer carrying the next attempt
 
-The seed's "background job that retries every hour", without cron: intervals grow from
-`initial_s` (doubling) up to `max_interval_s`; no attempt is scheduled past the provider's
-`expires_at`, since the asset is gone by then. A success goes through the fetcher's own
-streamed, validated store path (`vidpipe.usecases.fetch_video.store_video`).
+The seed's "background job that retries every hour", without cron. When each retry goes and when
+to give up is `vidpipe.policy.redownload` (intervals doubling from `initial_s` up to
+`max_interval_s`, never past the provider's `expires_at`). A success goes through the fetcher's
+own streamed, validated store path (`vidpipe.usecases.fetch_video.fetch_and_store`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
 
@@ -27,6 +27,7 @@ from schemas.events import (
     DownloadUnavailable,
     FallbackName,
     RedownloadDue,
+    clip_message,
     derive_event_id,
     utcnow,
 )
@@ -34,9 +35,22 @@ from schemas.topics import Topics
 from vidpipe.bus import Publisher
 from vidpipe.errors import ProviderError
 from vidpipe.policy.fallbacks import applies
+from vidpipe.policy.redownload import (
+    GiveUp,
+    RetrySchedule,
+    before_attempt,
+    no_client,
+    plan_retry,
+)
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import VideoStorage
-from vidpipe.usecases.fetch_video import DownloadPolicy, real_video_stored, store_video, video_key
+from vidpipe.usecases.fetch_video import (
+    DownloadPolicy,
+    NoClient,
+    VideoTarget,
+    failure_code,
+    fetch_and_store,
+)
 
 __all__ = ["RedownloaderDeps", "handle_download_unavailable", "handle_retry_due"]
 
@@ -54,12 +68,11 @@ class RedownloaderDeps:
     max_interval_s: float = 3600.0
     max_attempts: int = 48
     download: DownloadPolicy = field(default_factory=DownloadPolicy)
-    now: Callable[[], datetime] = utcnow
+    clock: Callable[[], datetime] = utcnow
 
-
-def next_delay(attempt: int, initial_s: float, max_interval_s: float) -> float:
-    """Seconds to wait before retry number `attempt` (1, 2, …): doubling, capped."""
-    return float(min(max_interval_s, initial_s * 2 ** max(0, attempt - 1)))
+    @property
+    def schedule(self) -> RetrySchedule:
+        return RetrySchedule(self.initial_s, self.max_interval_s, self.max_attempts)
 
 
 async def handle_download_unavailable(event: DownloadUnavailable, deps: RedownloaderDeps) -> None:
@@ -73,79 +86,52 @@ async def handle_retry_due(due: RedownloadDue, deps: RedownloaderDeps) -> None:
     attempt = due.retry_attempt
     event = due.unavailable
     logger = log.bind(request_id=event.request_id, attempt=attempt)
-    if _expired(event, deps):
-        await _give_up(event, "expired", attempt - 1, deps)
+    expired = before_attempt(attempt, event.expires_at, deps.clock())
+    if expired is not None:
+        await _give_up(event, expired, deps)
         return
-    client = deps.providers.get(event.provider)
-    index = event.variant_index
-    key = video_key(event.request_id, index, event.generation_id)
-    stored = await deps.storage.stat(key)
-    if stored is None:
-        if client is None:
-            await _give_up(
-                event,
-                "max_attempts",
-                attempt - 1,
-                deps,
-                f"provider {event.provider!r} is not configured here",
-            )
-            return
-        try:
-            stored = await store_video(
-                client,
-                deps.storage,
-                job_id=event.provider_job_id,
-                generation_id=event.generation_id,
-                key=key,
-                policy=deps.download,
-            )
-        except ProviderError as exc:
-            code = "transient_error" if exc.retryable else exc.code
-            logger.info("redownload_failed", reason_code=code, status=exc.status_code)
-            await _schedule_or_give_up(event, attempt=attempt + 1, reason=code, deps=deps)
-            return
-    logger.info("redownload_stored", url=stored.url)
-    await deps.publisher.publish(
-        real_video_stored(
-            request_id=event.request_id,
-            causation_id=event.event_id,
-            provider=event.provider,
-            provider_job_id=event.provider_job_id,
-            generation_id=event.generation_id,
-            variant_index=index,
-            stored=stored,
+    target = VideoTarget(
+        request_id=event.request_id,
+        causation_id=event.event_id,
+        provider=event.provider,
+        provider_job_id=event.provider_job_id,
+        generation_id=event.generation_id,
+        variant_index=event.variant_index,
+    )
+    try:
+        outcome = await fetch_and_store(
+            target,
+            providers=deps.providers,
+            storage=deps.storage,
+            policy=deps.download,
+            clock=deps.clock,
         )
-    )
-
-
-def _expired(event: DownloadUnavailable, deps: RedownloaderDeps, after_s: float = 0) -> bool:
-    return event.expires_at is not None and deps.now() + timedelta(seconds=after_s) >= (
-        event.expires_at
-    )
+    except ProviderError as exc:
+        code = failure_code(exc)
+        logger.info("redownload_failed", reason_code=code, status=exc.status_code)
+        await _schedule_or_give_up(event, attempt=attempt + 1, reason=code, deps=deps)
+        return
+    if isinstance(outcome, NoClient):
+        await _give_up(event, no_client(attempt, outcome.provider), deps)
+        return
+    logger.info("redownload_stored", url=outcome.object.url)
+    await deps.publisher.publish(outcome.announcement)
 
 
 async def _schedule_or_give_up(
     event: DownloadUnavailable, *, attempt: int, reason: str, deps: RedownloaderDeps
 ) -> None:
-    if attempt > deps.max_attempts:
-        await _give_up(event, "max_attempts", attempt - 1, deps)
+    now = deps.clock()
+    plan = plan_retry(attempt, event.expires_at, deps.schedule, now)
+    if isinstance(plan, GiveUp):
+        await _give_up(event, plan, deps)
         return
-    delay = next_delay(attempt, deps.initial_s, deps.max_interval_s)
-    if _expired(event, deps, after_s=delay):
-        # The next try would come after the asset is gone: one last try just before expiry
-        # when there is room, otherwise stop now.
-        assert event.expires_at is not None
-        remaining = (event.expires_at - deps.now()).total_seconds()
-        if remaining <= 1.0:
-            await _give_up(event, "expired", attempt - 1, deps)
-            return
-        delay = remaining - 1.0
-    next_at = deps.now() + timedelta(seconds=delay)
     await deps.publisher.publish(
         DownloadRetryScheduled(
             event_id=derive_event_id(
                 event.request_id, "DownloadRetryScheduled", event.generation_id, attempt
             ),
+            occurred_at=now,
             request_id=event.request_id,
             causation_id=event.event_id,
             provider=event.provider,
@@ -153,14 +139,15 @@ async def _schedule_or_give_up(
             endpoint_host=event.endpoint_host,
             generation_id=event.generation_id,
             attempt=attempt,
-            next_attempt_at=next_at,
+            next_attempt_at=plan.at,
             last_reason_code=reason,
-            attempted_at=deps.now() if attempt > 1 else event.attempted_at,
+            # The first retry follows the fetcher's attempt; later ones follow our own.
+            attempted_at=now if attempt > 1 else event.attempted_at,
             expires_at=event.expires_at,
         )
     )
     await deps.publisher.schedule(
-        delay_s=delay,
+        delay_s=plan.delay_s,
         target_topic=deps.topics.due("redownloader"),
         key=event.request_id,
         payload=RedownloadDue(retry_attempt=attempt, unavailable=event).model_dump(mode="json"),
@@ -170,31 +157,26 @@ async def _schedule_or_give_up(
     )
 
 
-async def _give_up(
-    event: DownloadUnavailable,
-    reason: str,
-    attempts: int,
-    deps: RedownloaderDeps,
-    message: str | None = None,
-) -> None:
-    log.warning("redownload_gave_up", request_id=event.request_id, reason=reason, attempts=attempts)
-    text = message or (
-        f"the provider's asset expired at {event.expires_at.isoformat()}"
-        if reason == "expired" and event.expires_at
-        else f"no download after {attempts} retries"
+async def _give_up(event: DownloadUnavailable, verdict: GiveUp, deps: RedownloaderDeps) -> None:
+    log.warning(
+        "redownload_gave_up",
+        request_id=event.request_id,
+        reason=verdict.reason,
+        attempts=verdict.attempts,
     )
     await deps.publisher.publish(
         DownloadGaveUp(
             event_id=derive_event_id(event.request_id, "DownloadGaveUp", event.generation_id),
+            occurred_at=deps.clock(),
             request_id=event.request_id,
             causation_id=event.event_id,
             provider=event.provider,
             provider_job_id=event.provider_job_id,
             endpoint_host=event.endpoint_host,
             generation_id=event.generation_id,
-            reason_code="expired" if reason == "expired" else "max_attempts",
-            attempts=attempts,
-            message=text,
+            reason_code=verdict.reason,
+            attempts=verdict.attempts,
+            message=clip_message(verdict.message),
             request=event.request,
         )
     )

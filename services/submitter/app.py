@@ -1,4 +1,4 @@
-"""Submitter wiring: generation.requested + submitter.retry -> job.submitted / job.failed."""
+"""Submitter wiring: generation.requested + submitter.due -> job.submitted / job.failed."""
 
 from __future__ import annotations
 
@@ -9,44 +9,46 @@ from services.submitter.handlers import (
     handle_job_finished,
 )
 from vidpipe.db.ledger import Ledger
+from vidpipe.providers import configured_providers, max_concurrent_jobs
 from vidpipe.settings import Settings
-from vidpipe.stage import Stage, image_fetcher
+from vidpipe.stage import Deps, Resources, Stage
 
 __all__ = ["create_stage"]
 
 
-def create_stage(settings: Settings, *, bootstrap: str | None = None) -> Stage:
-    stage = Stage("submitter", settings, bootstrap=bootstrap, timers=True)
-    stage.publishes(JobSubmitted, JobFailed)
+def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) -> Stage:
+    stage = Stage(
+        "submitter",
+        settings,
+        bootstrap_servers=bootstrap_servers,
+        timers=True,
+        publishes=(JobSubmitted, JobFailed),
+    )
     topics = stage.topics
-    deps: SubmitterDeps | None = None
 
-    async def startup() -> None:
-        nonlocal deps
-        providers = stage.open_providers()
-        deps = SubmitterDeps(
-            providers=providers,
-            ledger=Ledger(await stage.open_engine()),
+    @stage.dependencies
+    async def build_deps(resources: Resources) -> SubmitterDeps:
+        # Read once: each provider's quota comes from its own settings.
+        quotas = {name: max_concurrent_jobs(name) for name in configured_providers()}
+        return SubmitterDeps(
+            providers=resources.providers(),
+            ledger=Ledger(await resources.engine()),
             publisher=stage.publisher,
             topics=topics,
             default_provider=settings.default_provider,
-            quota=settings.providers.max_concurrent_jobs,
-            fetch_image=image_fetcher(settings),
+            quota=lambda provider: quotas.get(provider, 1),
+            fetch_image=resources.image_fetcher(),
             quota_wait_s=settings.quota_wait_s,
         )
 
-    stage.on_startup(startup)
-
-    @stage.subscriber(topics.generation_requested, topics.submitter_retry)
-    async def on_requested(event: GenerationRequested) -> None:
-        assert deps is not None
+    @stage.subscriber(topics.generation_requested, topics.due("submitter"))
+    async def on_requested(event: GenerationRequested, deps: Deps[SubmitterDeps]) -> None:
         await handle_generation_requested(event, deps)
 
     @stage.subscriber(
         topics.job_succeeded, topics.job_failed, group_id=settings.group_id("submitter.slots")
     )
-    async def on_finished(event: JobSucceeded | JobFailed) -> None:
-        assert deps is not None
+    async def on_finished(event: JobSucceeded | JobFailed, deps: Deps[SubmitterDeps]) -> None:
         await handle_job_finished(event.request_id, deps)
 
     return stage

@@ -1,7 +1,7 @@
 """Submitter: turns a GenerationRequested into exactly one provider job.
 
 Reads:   {prefix}generation.requested   GenerationRequested (from upstream)
-         {prefix}submitter.retry        GenerationRequested (released by this stage's timers)
+         {prefix}submitter.due          GenerationRequested (released by this stage's timers)
          {prefix}job.succeeded, {prefix}job.failed   (to free the provider's quota slot)
 Writes:  {prefix}job.submitted          JobSubmitted
          {prefix}job.failed             JobFailed (stage="submit")
@@ -13,12 +13,15 @@ Rules:
 - The provider's concurrent-job quota (Azure's default: 2) is respected: an over-quota request
   waits on a durable timer and comes back; it is never dropped.
 - Provider errors: retryable ones (429, 5xx) wait on a timer; terminal ones end in JobFailed.
+  Which is which, and how long to wait, is decided by `vidpipe.policy.submission`; the handler
+  does the ledger, the timer and the events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 
@@ -27,16 +30,20 @@ from schemas.events import (
     JobFailed,
     JobSubmitted,
     RequestSnapshot,
+    clip_message,
     derive_event_id,
+    utcnow,
 )
 from schemas.topics import Topics
 from vidpipe.bus import Publisher
 from vidpipe.db.ledger import Ledger
-from vidpipe.errors import (
-    ProviderError,
-    RetryableProviderError,
-    UnsafeURLError,
-    VidpipeError,
+from vidpipe.errors import VidpipeError
+from vidpipe.policy.submission import (
+    Reject,
+    Wait,
+    after_submit_error,
+    quota_full,
+    unknown_provider,
 )
 from vidpipe.providers.base import InputImage, ProviderClient, VideoSpec
 
@@ -57,6 +64,7 @@ class SubmitterDeps:
     quota: Callable[[str], int]
     fetch_image: FetchImage
     quota_wait_s: float = 5.0
+    clock: Callable[[], datetime] = utcnow
 
 
 async def handle_generation_requested(req: GenerationRequested, deps: SubmitterDeps) -> None:
@@ -68,7 +76,14 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
         # Already accepted: announce the same job again (same event id), start nothing new.
         logger.info("duplicate_request", provider_job_id=known.provider_job_id)
         await deps.publisher.publish(
-            _submitted(req, known.provider, known.provider_job_id, known.endpoint_host, known.model)
+            _submitted(
+                req,
+                known.provider,
+                known.provider_job_id,
+                known.endpoint_host,
+                known.model,
+                deps.clock(),
+            )
         )
         return
     if known is not None and known.state == "done":
@@ -77,19 +92,13 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
 
     client = deps.providers.get(provider_name)
     if client is None:
-        await _fail(
-            deps,
-            req,
-            provider_name,
-            "unknown_provider",
-            f"provider {provider_name!r} is not configured here "
-            f"(configured: {', '.join(sorted(deps.providers)) or 'none'})",
-        )
+        await _fail(deps, req, provider_name, unknown_provider(provider_name, deps.providers))
         return
 
     if not await deps.ledger.try_acquire(req.request_id, provider_name, deps.quota(provider_name)):
-        logger.info("quota_full_waiting", provider=provider_name, wait_s=deps.quota_wait_s)
-        await _wait(deps, req, deps.quota_wait_s)
+        wait = quota_full(deps.quota_wait_s)
+        logger.info("quota_full_waiting", provider=provider_name, wait_s=wait.delay_s)
+        await _wait(deps, req, wait)
         return
 
     try:
@@ -104,23 +113,18 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
             image=image,
         )
         job = await client.create_job(spec, idempotency_key=req.request_id)
-    except RetryableProviderError as exc:
-        # Give the slot back while we wait: the provider may be refusing because it is full.
-        await deps.ledger.forget(req.request_id)
-        delay = exc.retry_after if exc.retry_after is not None else deps.quota_wait_s
-        logger.warning("provider_busy_waiting", code=exc.code, wait_s=delay)
-        await _wait(deps, req, delay)
-        return
-    except (ProviderError, UnsafeURLError) as exc:
-        # Announce the failure before freeing the slot: if we die in between, the redelivered
-        # request finds its claim still open and fails again with the same event id.
-        code = exc.code if isinstance(exc, ProviderError) else "unsafe_input_url"
-        await _fail(deps, req, provider_name, code, str(exc))
-        await deps.ledger.release(req.request_id)
-        return
     except VidpipeError as exc:
-        await _fail(deps, req, provider_name, "input_rejected", str(exc))
-        await deps.ledger.release(req.request_id)
+        decision = after_submit_error(exc, deps.quota_wait_s)
+        if isinstance(decision, Wait):
+            # Give the slot back while we wait: the provider may be refusing because it is full.
+            await deps.ledger.forget(req.request_id)
+            logger.warning("provider_busy_waiting", code=decision.code, wait_s=decision.delay_s)
+            await _wait(deps, req, decision)
+        else:
+            # Announce the failure before freeing the slot: if we die in between, the redelivered
+            # request finds its claim still open and fails again with the same event id.
+            await _fail(deps, req, provider_name, decision)
+            await deps.ledger.release(req.request_id)
         return
 
     await deps.ledger.mark_in_flight(
@@ -131,7 +135,14 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
     )
     logger.info("job_submitted", provider=provider_name, provider_job_id=job.job_id)
     await deps.publisher.publish(
-        _submitted(req, provider_name, job.job_id, client.endpoint_host, job.model or req.model)
+        _submitted(
+            req,
+            provider_name,
+            job.job_id,
+            client.endpoint_host,
+            job.model or req.model,
+            deps.clock(),
+        )
     )
 
 
@@ -142,10 +153,16 @@ async def handle_job_finished(request_id: str, deps: SubmitterDeps) -> None:
 
 
 def _submitted(
-    req: GenerationRequested, provider: str, job_id: str, host: str | None, model: str | None
+    req: GenerationRequested,
+    provider: str,
+    job_id: str,
+    host: str | None,
+    model: str | None,
+    now: datetime,
 ) -> JobSubmitted:
     return JobSubmitted(
         event_id=derive_event_id(req.request_id, "JobSubmitted", job_id),
+        occurred_at=now,
         request_id=req.request_id,
         causation_id=req.event_id,
         provider=provider,
@@ -156,27 +173,33 @@ def _submitted(
     )
 
 
-async def _wait(deps: SubmitterDeps, req: GenerationRequested, delay_s: float) -> None:
+async def _wait(deps: SubmitterDeps, req: GenerationRequested, wait: Wait) -> None:
     await deps.publisher.schedule(
-        delay_s=delay_s,
-        target_topic=deps.topics.submitter_retry,
+        delay_s=wait.delay_s,
+        target_topic=deps.topics.due("submitter"),
         key=req.request_id,
         payload=req.model_dump(mode="json"),
     )
 
 
 async def _fail(
-    deps: SubmitterDeps, req: GenerationRequested, provider: str, code: str, message: str
+    deps: SubmitterDeps, req: GenerationRequested, provider: str, reject: Reject
 ) -> None:
-    log.warning("submit_failed", request_id=req.request_id, reason_code=code, message=message)
+    log.warning(
+        "submit_failed",
+        request_id=req.request_id,
+        reason_code=reject.reason_code,
+        message=reject.message,
+    )
     await deps.publisher.publish(
         JobFailed(
             event_id=derive_event_id(req.request_id, "JobFailed", "submit"),
+            occurred_at=deps.clock(),
             request_id=req.request_id,
             causation_id=req.event_id,
             provider=provider,
             stage="submit",
-            reason_code=code,
-            message=message[:2000],
+            reason_code=reject.reason_code,
+            message=clip_message(reject.message),
         )
     )

@@ -49,7 +49,7 @@ async def make_pipeline(
 
     async def make(extra_env: dict[str, str] | None = None) -> Pipeline:
         pipe = await open_pipeline(
-            bootstrap=kafka_bootstrap,
+            bootstrap_servers=kafka_bootstrap,
             database_url=test_database_url,
             prefix=unique_prefix,
             tmp_path=tmp_path,

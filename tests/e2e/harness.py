@@ -10,16 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from sqlalchemy import func, select
 
 from schemas.events import GenerationRequested
 from vidpipe.bus.upstream import RequestPublisher, new_request
-from vidpipe.db.records import TERMINAL_STATUSES, ProjectView, Records
+from vidpipe.cli.processes import ManagedProcess
+from vidpipe.db.records import ProjectView, Records
 from vidpipe.db.tables import events, open_engine
-from vidpipe.dev.stack import LocalStack, ManagedProcess
+from vidpipe.dev.stack import DevStack
+from vidpipe.ops.offsets import committed_offsets
+from vidpipe.policy.projection import TERMINAL_STATUSES
 from vidpipe.settings import Settings
 
 
@@ -34,24 +37,28 @@ def make_request(
 class Pipeline:
     env: dict[str, str]
     settings: Settings
-    stack: LocalStack
+    stack: DevStack
     records: Records
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def bootstrap(self) -> str:
+    def bootstrap_servers(self) -> str:
         return self.settings.kafka_bootstrap or ""
 
     def start(self, name: str, instance: int = 0) -> ManagedProcess:
         return self.stack.start_service(name, instance)
 
     async def publish(self, *requests: Any) -> None:
-        async with RequestPublisher(self.bootstrap, topic_prefix=self.settings.topic_prefix) as p:
+        async with RequestPublisher(
+            self.bootstrap_servers, topic_prefix=self.settings.topic_prefix
+        ) as p:
             for request in requests:
                 await p.publish(request)
 
     async def publish_raw(self, value: bytes, key: str | None = None) -> None:
-        async with RequestPublisher(self.bootstrap, topic_prefix=self.settings.topic_prefix) as p:
+        async with RequestPublisher(
+            self.bootstrap_servers, topic_prefix=self.settings.topic_prefix
+        ) as p:
             await p.publish_raw(value, key)
 
     async def wait_for(
@@ -113,7 +120,7 @@ class Pipeline:
     async def wait_for_group(self, stage: str, members: int, timeout_s: float = 60.0) -> None:
         """Wait until `stage`'s consumer group is Stable with `members` consumers in it."""
         group = self.settings.group_id(stage)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
         await admin.start()
         state, count = "unknown", 0
         try:
@@ -141,7 +148,7 @@ class Pipeline:
         """Read `want` messages from the start of `topic` with a throwaway consumer."""
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=self.bootstrap,
+            bootstrap_servers=self.bootstrap_servers,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,
@@ -171,7 +178,7 @@ class Pipeline:
 
 async def open_pipeline(
     *,
-    bootstrap: str,
+    bootstrap_servers: str,
     database_url: str,
     prefix: str,
     tmp_path: Path,
@@ -179,7 +186,7 @@ async def open_pipeline(
     extra_env: dict[str, str] | None = None,
 ) -> Pipeline:
     env = {
-        "VIDPIPE_KAFKA_BOOTSTRAP": bootstrap,
+        "VIDPIPE_KAFKA_BOOTSTRAP": bootstrap_servers,
         "VIDPIPE_TOPIC_PREFIX": prefix,
         "VIDPIPE_DATABASE_URL": database_url,
         "VIDPIPE_STORAGE_URL": f"file://{tmp_path / 'videos'}",
@@ -190,13 +197,13 @@ async def open_pipeline(
         **(extra_env or {}),
     }
     settings = Settings(
-        kafka_bootstrap=bootstrap,
+        kafka_bootstrap=bootstrap_servers,
         topic_prefix=prefix,
         database_url=database_url,
         storage_url=env["VIDPIPE_STORAGE_URL"],
         topic_partitions=int(env.get("VIDPIPE_TOPIC_PARTITIONS", "3")),
     )
-    stack = LocalStack(
+    stack = DevStack(
         settings, state_dir=tmp_path / "state", services=(), emulator=False, extra_env=env
     )
     stack.start()
@@ -207,3 +214,23 @@ async def open_pipeline(
 async def close_pipeline(pipeline: Pipeline) -> None:
     pipeline.stack.stop()
     await pipeline.records.engine.dispose()
+
+
+async def wait_until_consumed(
+    bootstrap_servers: str, group: str, targets: dict[TopicPartition, int], timeout_s: float = 60.0
+) -> None:
+    """Wait until `group` has committed at least `targets` (e.g. end offsets after a redrive)."""
+    deadline = time.monotonic() + timeout_s
+    committed: dict[TopicPartition, int] = {}
+    while time.monotonic() < deadline:
+        committed = await committed_offsets(bootstrap_servers, group)
+        # An empty partition (end 0) has nothing to commit, so a missing offset counts as 0.
+        if all(committed.get(tp, 0) >= end for tp, end in targets.items()):
+            return
+        await asyncio.sleep(0.2)
+    behind = {
+        f"{tp.topic}/{tp.partition}": (committed.get(tp), end)
+        for tp, end in targets.items()
+        if committed.get(tp, 0) < end
+    }
+    raise TimeoutError(f"group {group!r} still behind after {timeout_s} s: {behind}")

@@ -21,11 +21,11 @@ from sqlalchemy import select
 from schemas.events import PUBLIC_EVENTS
 from services.registry import CORE_STAGES
 from tests.e2e.conftest import MakePipeline
-from tests.e2e.harness import Pipeline, make_request
+from tests.e2e.harness import Pipeline, make_request, wait_until_consumed
 from tests.integration.test_replay import project_rows
 from vidpipe.db.tables import events, open_engine
 from vidpipe.dev.emulator.server import EmulatorThread
-from vidpipe.ops.replay import end_offsets, wait_until_consumed
+from vidpipe.ops.offsets import end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
 ENDED = {"stored", "failed", "download_unavailable"}
@@ -50,9 +50,9 @@ async def _vidpipe(pipeline: Pipeline, *args: str) -> str:
 
 async def _settle(pipeline: Pipeline, stage: str, topics: list[str]) -> None:
     """Wait until `stage`'s group has committed everything now on `topics` (no fixed sleeps)."""
-    targets = await end_offsets(pipeline.bootstrap, topics)
+    targets = await end_offsets(pipeline.bootstrap_servers, topics)
     await wait_until_consumed(
-        pipeline.bootstrap, pipeline.settings.group_id(stage), targets, timeout_s=90
+        pipeline.bootstrap_servers, pipeline.settings.group_id(stage), targets, timeout_s=90
     )
 
 
@@ -138,7 +138,7 @@ async def test_replay_rebuilds_the_live_table_and_a_redrive_duplicates_nothing(
     counts_before = await _event_counts(pipeline, prefix)
     stats_before = dict(emulator.state.stats)
     outputs = [topics.video_stored, topics.download_unavailable]
-    outputs_before = await end_offsets(pipeline.bootstrap, outputs)
+    outputs_before = await end_offsets(pipeline.bootstrap_servers, outputs)
 
     out = await _vidpipe(
         pipeline, "replay", "redrive", "--topic", "job.succeeded", "--since", started
@@ -146,7 +146,7 @@ async def test_replay_rebuilds_the_live_table_and_a_redrive_duplicates_nothing(
     assert re.search(r"\b4 matched, 4 sent\b", out), out
     await _settle(pipeline, "fetcher", [topics.job_succeeded])
     # The fetcher commits after publishing, so its re-announcements are on the topics now.
-    outputs_after = await end_offsets(pipeline.bootstrap, outputs)
+    outputs_after = await end_offsets(pipeline.bootstrap_servers, outputs)
     grew: Counter[str] = Counter()
     for tp, end in outputs_after.items():
         grew[tp.topic] += end - outputs_before[tp]

@@ -9,10 +9,10 @@ import shutil
 
 from tests.e2e.conftest import MakePipeline
 from vidpipe.dev.emulator.server import EmulatorThread
-from vidpipe.dev.kafka import kafka_libs_dir
+from vidpipe.dev.jars import kafka_libs_dir
 
 
-async def _java_console_produce(bootstrap: str, topic: str, lines: list[str]) -> None:
+async def _java_console_produce(bootstrap_servers: str, topic: str, lines: list[str]) -> None:
     """Publish `key|value` lines with Kafka's own Java console producer (a non-Python client)."""
     java = shutil.which("java")
     assert java, "java is needed for the local broker anyway"
@@ -22,7 +22,7 @@ async def _java_console_produce(bootstrap: str, topic: str, lines: list[str]) ->
         f"{kafka_libs_dir()}/*",
         "kafka.tools.ConsoleProducer",
         "--bootstrap-server",
-        bootstrap,
+        bootstrap_servers,
         "--topic",
         topic,
         "--property",
@@ -48,10 +48,12 @@ async def test_plain_json_from_a_java_producer_is_processed_once_however_often_i
     before = dict(emulator.state.stats)
     topic = pipeline.settings.topics.generation_requested
     # Sent twice by the Java client, once more while in flight by Python, and once after.
-    await _java_console_produce(pipeline.bootstrap, topic, [f"{rid}|{bare}", f"{rid}|{bare}"])
+    await _java_console_produce(
+        pipeline.bootstrap_servers, topic, [f"{rid}|{bare}", f"{rid}|{bare}"]
+    )
     await pipeline.publish_raw(bare.encode(), key=rid)
     views = await pipeline.wait_for([rid], until=lambda v: v.status == "stored")
-    await _java_console_produce(pipeline.bootstrap, topic, [f"{rid}|{bare}"])
+    await _java_console_produce(pipeline.bootstrap_servers, topic, [f"{rid}|{bare}"])
     # The late resend reaches the submitter, which re-announces the job it already has.
     await pipeline.wait_for_log("submitter", "duplicate_request", rid, times=3)
     after = dict(emulator.state.stats)

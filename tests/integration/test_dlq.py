@@ -16,7 +16,7 @@ from schemas.topics import Topics
 from vidpipe.bus.admin import ensure_topics
 from vidpipe.cli import app
 from vidpipe.ops.dlq import DLQ_REDRIVEN_HEADER, list_dead_letters, redrive_dead_letters
-from vidpipe.ops.replay import end_offsets
+from vidpipe.ops.offsets import end_offsets
 
 runner = CliRunner()
 
@@ -58,14 +58,14 @@ def _letters(prefix: str) -> list[DeadLetter]:
     ]
 
 
-async def _publish(bootstrap: str, prefix: str) -> None:
+async def _publish(bootstrap_servers: str, prefix: str) -> None:
     topics = Topics(prefix)
     await ensure_topics(
-        bootstrap,
+        bootstrap_servers,
         [topics.deadletter, topics.generation_requested, topics.job_succeeded],
         partitions=2,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
     await producer.start()
     try:
         for letter in _letters(prefix):
@@ -81,10 +81,12 @@ async def _publish(bootstrap: str, prefix: str) -> None:
         await producer.stop()
 
 
-async def _read_from(bootstrap: str, topic: str, start: dict[TopicPartition, int]) -> list[Any]:
+async def _read_from(
+    bootstrap_servers: str, topic: str, start: dict[TopicPartition, int]
+) -> list[Any]:
     """The records of `topic` after `start` up to its current end."""
-    ends = await end_offsets(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    ends = await end_offsets(bootstrap_servers, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     out: list[Any] = []
     try:

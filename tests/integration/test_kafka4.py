@@ -16,7 +16,7 @@ from vidpipe.dev.kafka import LocalKafka
 @pytest.fixture(scope="module")
 def kafka4() -> Iterator[str]:
     with LocalKafka("4.1.0") as broker:
-        yield broker.bootstrap
+        yield broker.bootstrap_servers
 
 
 async def test_topics_produce_and_a_committing_consumer_group_work_on_kafka_4(kafka4: str) -> None:

@@ -15,7 +15,7 @@ from schemas.events import (
     derive_event_id,
 )
 from vidpipe.db.records import Records
-from vidpipe.db.tables import open_engine
+from vidpipe.db.tables import events, insert_ignore, open_engine
 
 
 @pytest.fixture
@@ -91,3 +91,20 @@ async def test_failover_child_links_its_video_to_the_parent(records: Records) ->
     assert (view.status, view.output_image_url) == ("stored", "file:///c.mp4")
     child_view = await records.get(child)
     assert child_view is not None and child_view.status == "stored"
+
+
+async def test_insert_ignore_tells_whether_a_row_went_in(records: Records) -> None:
+    # psycopg's rowcount after ON CONFLICT DO NOTHING is not to be trusted; RETURNING is.
+    row = {
+        "event_id": str(uuid.uuid4()),
+        "request_id": "pg-insert",
+        "event_type": "Probe",
+        "topic": "t",
+        "occurred_at": records.clock(),
+        "recorded_at": records.clock(),
+        "payload": {},
+    }
+    async with records.engine.begin() as conn:
+        assert await insert_ignore(conn, events, row, "event_id") is True
+    async with records.engine.begin() as conn:
+        assert await insert_ignore(conn, events, {**row, "topic": "u"}, "event_id") is False

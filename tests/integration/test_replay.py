@@ -42,15 +42,9 @@ from vidpipe.cli import app
 from vidpipe.db.records import Records
 from vidpipe.db.tables import events, open_engine, projects
 from vidpipe.ops import OpsError, RefusedError, parse_time
-from vidpipe.ops.replay import (
-    REDRIVEN_HEADER,
-    committed_offsets,
-    end_offsets,
-    redrive,
-    replay_records,
-    reset_offsets,
-    resolve_group,
-)
+from vidpipe.ops.offsets import committed_offsets, end_offsets, reset_offsets, resolve_group
+from vidpipe.ops.records import replay_records
+from vidpipe.ops.redrive import REDRIVEN_HEADER, redrive
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -347,10 +341,10 @@ def _at(seconds: int) -> datetime:
     return BASE + timedelta(seconds=seconds)
 
 
-async def _fill(bootstrap: str, topic: str, count: int = 12, partitions: int = 2) -> None:
+async def _fill(bootstrap_servers: str, topic: str, count: int = 12, partitions: int = 2) -> None:
     """`count` messages, one every 10 s of explicit CreateTime from BASE, keys cycling."""
-    await ensure_topics(bootstrap, [topic], partitions=partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await ensure_topics(bootstrap_servers, [topic], partitions=partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
     await producer.start()
     try:
         for i in range(count):
@@ -365,10 +359,10 @@ async def _fill(bootstrap: str, topic: str, count: int = 12, partitions: int = 2
         await producer.stop()
 
 
-async def _read_all(bootstrap: str, topic: str) -> list[Any]:
+async def _read_all(bootstrap_servers: str, topic: str) -> list[Any]:
     """Every record of `topic` up to its current end."""
-    ends = await end_offsets(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    ends = await end_offsets(bootstrap_servers, [topic])
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     out: list[Any] = []
     try:
@@ -478,12 +472,12 @@ def test_redrive_cli_dry_run_lists_counts_and_keys(
 
 
 async def _consume(
-    bootstrap: str, group: str, topic: str, want: int, timeout_s: float = 30
+    bootstrap_servers: str, group: str, topic: str, want: int, timeout_s: float = 30
 ) -> list[int]:
     """Join `group`, read until `want` messages (or the timeout), commit, leave; the `n`s read."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=bootstrap_servers,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -18,13 +18,13 @@ from vidpipe.bus.timers import TimerRelay, TimerScheduler
 
 
 class Harness:
-    def __init__(self, bootstrap: str, prefix: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bootstrap_servers: str, prefix: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
         self.timer_topic = f"{prefix}timers.test"
         self.target = f"{prefix}target"
         self.group = f"{prefix}relay"
         self.letters: list[DeadLetter] = []
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
         self.scheduler = TimerScheduler(self.timer_topic, self.publish_raw)
 
     async def publish_raw(self, topic: str, key: str, value: bytes) -> None:
@@ -35,7 +35,7 @@ class Harness:
 
     def relay(self) -> TimerRelay:
         return TimerRelay(
-            bootstrap=self.bootstrap,
+            bootstrap_servers=self.bootstrap_servers,
             timer_topic=self.timer_topic,
             group_id=self.group,
             publish_raw=self.publish_raw,
@@ -46,7 +46,7 @@ class Harness:
     async def received(self, want: int, timeout_s: float = 30) -> list[tuple[str, float]]:
         """(payload name, arrival time) of the first `want` messages on the target topic."""
         consumer = AIOKafkaConsumer(
-            self.target, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest"
+            self.target, bootstrap_servers=self.bootstrap_servers, auto_offset_reset="earliest"
         )
         await consumer.start()
         out: list[tuple[str, float]] = []

@@ -9,23 +9,25 @@ from pathlib import Path
 from tenacity import wait_none
 
 from schemas.events import (
+    MESSAGE_MAX_CHARS,
     DownloadGaveUp,
     DownloadRetryScheduled,
     DownloadUnavailable,
     GenerationRequested,
+    JobSucceeded,
     RedownloadDue,
     RequestSnapshot,
     VideoStored,
 )
 from schemas.topics import Topics
 from services.failover.handlers import FailoverDeps, child_request_id, handle_trigger
+from services.fetcher.handlers import FetcherDeps, handle_job_succeeded
 from services.redownloader.handlers import (
     RedownloaderDeps,
     handle_download_unavailable,
     handle_retry_due,
-    next_delay,
 )
-from vidpipe.errors import DownloadNotAvailable
+from vidpipe.errors import DownloadNotAvailable, ProviderUnavailable
 from vidpipe.media.sample import render_sample_mp4
 from vidpipe.storage import LocalFolderStorage
 from vidpipe.testing import FakeProvider, MemoryPublisher
@@ -66,20 +68,9 @@ def _redownloader(
         initial_s=60,
         max_interval_s=3600,
         download=DownloadPolicy(attempts=1, wait=wait_none()),
-        now=lambda: NOW,
+        clock=lambda: NOW,
     )
     return deps, publisher
-
-
-def test_intervals_grow_to_hourly() -> None:
-    assert [next_delay(n, 60, 3600) for n in (1, 2, 3, 6, 7, 12)] == [
-        60,
-        120,
-        240,
-        1920,
-        3600,
-        3600,
-    ]
 
 
 async def test_retries_until_the_video_appears(tmp_path: Path) -> None:
@@ -109,14 +100,124 @@ async def test_never_waits_past_expiry_and_then_gives_up(tmp_path: Path) -> None
     await handle_download_unavailable(event, deps)
     delays = [publisher.scheduled[0][0]]
     assert delays == [60]
-    deps.now = lambda: NOW + timedelta(seconds=60)
+    deps.clock = lambda: NOW + timedelta(seconds=60)
     await handle_retry_due(RedownloadDue(retry_attempt=1, unavailable=event), deps)
     # 120 s would overshoot expires_at (40 s away): one last try just before it.
     assert publisher.scheduled[-1][0] == 39
-    deps.now = lambda: NOW + timedelta(seconds=100)
+    deps.clock = lambda: NOW + timedelta(seconds=100)
     await handle_retry_due(RedownloadDue(retry_attempt=2, unavailable=event), deps)
     (gave_up,) = publisher.of_type(DownloadGaveUp)
     assert gave_up.reason_code == "expired"  # type: ignore[attr-defined]
+
+
+async def test_retry_events_carry_the_stages_clock(tmp_path: Path) -> None:
+    provider = FakeProvider(download_errors=[ProviderUnavailable("503", status_code=503)])
+    deps, publisher = _redownloader(tmp_path, provider)
+    event = _unavailable(expires_in_s=86_400)
+    await handle_download_unavailable(event, deps)
+    deps.clock = lambda: NOW + timedelta(seconds=60)
+    await handle_retry_due(RedownloadDue(retry_attempt=1, unavailable=event), deps)
+    first, second = publisher.of_type(DownloadRetryScheduled)
+    assert isinstance(first, DownloadRetryScheduled)
+    assert isinstance(second, DownloadRetryScheduled)
+    # The first retry follows the fetcher's attempt; the second follows the redownloader's.
+    assert (first.occurred_at, first.attempted_at, first.next_attempt_at) == (
+        NOW,
+        event.attempted_at,
+        NOW + timedelta(seconds=60),
+    )
+    later = NOW + timedelta(seconds=60)
+    assert (second.occurred_at, second.attempted_at, second.next_attempt_at) == (
+        later,
+        later,
+        later + timedelta(seconds=120),
+    )
+    assert second.last_reason_code == "transient_error"  # any retryable error is "transient"
+    assert [s[0] for s in publisher.scheduled] == [60, 120]
+
+
+async def test_a_retry_without_the_providers_client_gives_up(tmp_path: Path) -> None:
+    deps, publisher = _redownloader(tmp_path, FakeProvider())
+    deps.providers = {}
+    await handle_retry_due(RedownloadDue(retry_attempt=3, unavailable=_unavailable()), deps)
+    (gave_up,) = publisher.of_type(DownloadGaveUp)
+    assert isinstance(gave_up, DownloadGaveUp)
+    assert (gave_up.reason_code, gave_up.attempts, gave_up.occurred_at) == ("max_attempts", 2, NOW)
+    assert gave_up.message == "provider 'azure-sora' is not configured here"
+
+
+async def test_fetcher_and_redownloader_share_one_store_path(tmp_path: Path) -> None:
+    provider = FakeProvider(video=render_sample_mp4())
+    fetcher_publisher = MemoryPublisher()
+    fetcher = FetcherDeps(
+        providers={provider.name: provider},
+        storage=LocalFolderStorage(tmp_path),
+        publisher=fetcher_publisher,
+        download=DownloadPolicy(attempts=1, wait=wait_none()),
+        clock=lambda: NOW,
+    )
+    succeeded = JobSucceeded(
+        event_id=uuid.uuid4(),
+        request_id="r1",
+        provider="azure-sora",
+        provider_job_id="task_1",
+        generation_ids=["gen_1"],
+    )
+    await handle_job_succeeded(succeeded, fetcher)
+    (by_fetcher,) = fetcher_publisher.of_type(VideoStored)
+    # The redownloader, late, finds the video the fetcher stored: announced, not fetched again.
+    deps, publisher = _redownloader(tmp_path, provider)
+    await handle_retry_due(RedownloadDue(retry_attempt=1, unavailable=_unavailable()), deps)
+    (by_redownloader,) = publisher.of_type(VideoStored)
+    assert provider.downloads == 1
+    assert isinstance(by_fetcher, VideoStored) and isinstance(by_redownloader, VideoStored)
+    assert by_fetcher.event_id == by_redownloader.event_id  # one event, whoever announces it
+    assert by_fetcher.occurred_at == NOW
+    assert (by_fetcher.storage_url, by_fetcher.sha256) == (
+        by_redownloader.storage_url,
+        by_redownloader.sha256,
+    )
+
+
+async def test_the_fetcher_reports_what_it_cannot_download(tmp_path: Path) -> None:
+    provider = FakeProvider(
+        video=render_sample_mp4(),
+        download_errors=[DownloadNotAvailable("x" * 3000, status_code=404)],
+    )
+    publisher = MemoryPublisher()
+    fetcher = FetcherDeps(
+        providers={provider.name: provider},
+        storage=LocalFolderStorage(tmp_path),
+        publisher=publisher,
+        download=DownloadPolicy(attempts=1, wait=wait_none()),
+        clock=lambda: NOW,
+    )
+
+    def succeeded(request_id: str) -> JobSucceeded:
+        return JobSucceeded(
+            event_id=uuid.uuid4(),
+            request_id=request_id,
+            provider="azure-sora",
+            provider_job_id="task_1",
+            generation_ids=["gen_1", "gen_2"],
+        )
+
+    await handle_job_succeeded(succeeded("r1"), fetcher)
+    fetcher.providers = {}
+    await handle_job_succeeded(succeeded("r2"), fetcher)
+    stored = publisher.of_type(VideoStored)
+    assert [(e.request_id, e.variant_index) for e in stored] == [("r1", 1)]  # type: ignore[attr-defined]
+    missing = [
+        e for e in publisher.of_type(DownloadUnavailable) if isinstance(e, DownloadUnavailable)
+    ]
+    assert [(e.request_id, e.generation_id, e.reason_code) for e in missing] == [
+        ("r1", "gen_1", "download_unavailable"),
+        ("r2", "gen_1", "unknown_provider"),
+        ("r2", "gen_2", "unknown_provider"),
+    ]
+    not_found = missing[0]
+    assert (not_found.http_status, len(not_found.message)) == (404, MESSAGE_MAX_CHARS)
+    assert (not_found.attempted_at, not_found.occurred_at) == (NOW, NOW)
 
 
 async def test_policy_without_retry_is_ignored(tmp_path: Path) -> None:
@@ -132,6 +233,7 @@ def _failover(when: str = "after_retry") -> tuple[FailoverDeps, MemoryPublisher]
         default_fallbacks=["retry", "failover"],
         available_providers=["azure-sora", "openai-videos"],
         when=when,
+        clock=lambda: NOW,
     ), publisher
 
 
@@ -162,6 +264,7 @@ async def test_failover_resubmits_once_to_the_other_provider() -> None:
     assert child.provider == "openai-videos"
     assert child.parent_request_id == "r1"
     assert child.fallbacks == ["retry"]
+    assert child.occurred_at == NOW  # the stage's clock
 
 
 async def test_failover_never_twice_in_a_lineage_and_obeys_policy_and_timing() -> None:

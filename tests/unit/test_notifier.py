@@ -30,6 +30,7 @@ CALLBACK = "https://hooks.example.com/cb?sig=receiver-token"
 DEFAULT: list[FallbackName] = ["placeholder", "notify", "retry"]
 OCCURRED = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 EXPIRES = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
+NOTIFIED_AT = datetime(2026, 11, 2, 10, 5, tzinfo=UTC)
 
 
 async def public_resolver(host: str, port: int) -> Sequence[str]:
@@ -97,7 +98,10 @@ def deps_with(receiver: Receiver | None) -> tuple[NotifierDeps, MemoryPublisher]
             owns_client=True,
         )
     return NotifierDeps(
-        publisher=publisher, webhooks=webhooks, default_fallbacks=DEFAULT
+        publisher=publisher,
+        webhooks=webhooks,
+        default_fallbacks=DEFAULT,
+        clock=lambda: NOTIFIED_AT,
     ), publisher
 
 
@@ -181,6 +185,7 @@ async def test_the_message_is_recorded_in_the_requests_language() -> None:
     assert record.channel == "record" and record.delivered and record.language == "fr"
     assert record.event_id == derive_event_id("req-42", "UserNotified", "record")
     assert record.causation_id == event.event_id
+    assert record.occurred_at == NOTIFIED_AT  # the stage's clock
     assert "task_01abc" in record.message and "générée" in record.message
 
 
@@ -218,6 +223,7 @@ async def test_webhook_retried_on_503_then_delivered_and_signed() -> None:
 
     webhook = notified(publisher, "webhook")
     assert webhook.delivered and webhook.webhook_status == 200
+    assert webhook.occurred_at == NOTIFIED_AT
     assert webhook.webhook_id == expected_id and webhook.language == "fr"
     assert webhook.event_id == derive_event_id("req-42", "UserNotified", "webhook", "gen_7")
     # Neither the secret nor the receiver's token reaches an event or a log line.

@@ -28,19 +28,25 @@ from services.placeholder.app import create_stage
 from services.placeholder.handlers import (
     ImageFetcher,
     PlaceholderDeps,
-    bounded_image_fetcher,
     handle_download_unavailable,
     placeholder_key,
 )
+from vidpipe.media import placeholder as rendering
 from vidpipe.media.placeholder import (
     PlaceholderJob,
     RenderedPlaceholder,
-    placeholder_language,
     placeholder_size,
     render_placeholder,
     wrap_text,
 )
-from vidpipe.media.sample import probe_mp4, render_sample_image
+from vidpipe.media.sample import probe_mp4, render_sample_image, render_sample_mp4
+from vidpipe.net.images import InputImage, InputImageFetcher
+from vidpipe.policy.messages import (
+    SUPPORTED_LANGUAGES,
+    Language,
+    placeholder_caption,
+    resolve_language,
+)
 from vidpipe.settings import Settings
 from vidpipe.storage import LocalFolderStorage
 from vidpipe.testing import MemoryPublisher
@@ -112,6 +118,7 @@ def _deps(
         fetch_image=fetch_image,
         render=renderer,
         seconds=seconds,
+        clock=lambda: NOW,
     )
     return deps, publisher, renderer
 
@@ -150,6 +157,7 @@ async def test_title_card_is_stored_and_announced(tmp_path: Path) -> None:
     assert stored.variant_index == 0
     assert stored.event_id == derive_event_id("req-1", "VideoStored", "placeholder")
     assert stored.causation_id == event.event_id
+    assert stored.occurred_at == NOW  # the stage's clock
     assert (stored.provider, stored.provider_job_id, stored.generation_id) == (
         "azure-sora",
         "task_1",
@@ -175,8 +183,8 @@ async def test_title_card_is_stored_and_announced(tmp_path: Path) -> None:
 async def test_input_image_makes_a_moving_pan_and_zoom(tmp_path: Path) -> None:
     client, seen = _image_client()
     async with client:
-        fetch = bounded_image_fetcher(
-            client, max_bytes=1_000_000, allow_private=False, timeout_s=5, resolver=_public
+        fetch = InputImageFetcher(
+            max_bytes=1_000_000, allow_private=False, timeout_s=5, resolver=_public, client=client
         )
         deps, publisher, renderer = _deps(tmp_path, fetch_image=fetch)
         await handle_download_unavailable(_event(size="480x480", image_url=IMAGE_URL), deps)
@@ -197,8 +205,8 @@ async def test_input_image_makes_a_moving_pan_and_zoom(tmp_path: Path) -> None:
 async def test_unreachable_image_falls_back_to_title_card(tmp_path: Path) -> None:
     client, seen = _image_client(status=404)
     async with client:
-        fetch = bounded_image_fetcher(
-            client, max_bytes=1_000_000, allow_private=False, timeout_s=5, resolver=_public
+        fetch = InputImageFetcher(
+            max_bytes=1_000_000, allow_private=False, timeout_s=5, resolver=_public, client=client
         )
         deps, publisher, renderer = _deps(tmp_path, fetch_image=fetch)
         with capture_logs() as logs:
@@ -215,7 +223,9 @@ async def test_unreachable_image_falls_back_to_title_card(tmp_path: Path) -> Non
 async def test_private_image_url_is_refused_and_title_card_used(tmp_path: Path) -> None:
     client, seen = _image_client()
     async with client:
-        fetch = bounded_image_fetcher(client, max_bytes=1_000_000, allow_private=False, timeout_s=5)
+        fetch = InputImageFetcher(
+            max_bytes=1_000_000, allow_private=False, timeout_s=5, client=client
+        )
         deps, publisher, renderer = _deps(tmp_path, fetch_image=fetch)
         await handle_download_unavailable(_event(image_url="https://127.0.0.1/x.png"), deps)
 
@@ -225,8 +235,8 @@ async def test_private_image_url_is_refused_and_title_card_used(tmp_path: Path) 
 
 
 async def test_undecodable_image_is_logged_and_title_card_used(tmp_path: Path) -> None:
-    async def fetch(url: str) -> bytes:
-        return b"\xff\xd8\xff not really a jpeg"
+    async def fetch(url: str) -> InputImage:
+        return InputImage(b"\xff\xd8\xff not really a jpeg", "image/jpeg", "input.jpg")
 
     deps, publisher, renderer = _deps(tmp_path, fetch_image=fetch)
     with capture_logs() as logs:
@@ -279,7 +289,7 @@ async def test_second_event_reannounces_without_rendering_again(tmp_path: Path) 
 
 
 def test_stage_reads_download_unavailable_in_its_own_group() -> None:
-    stage = create_stage(Settings(topic_prefix="t."), bootstrap="127.0.0.1:9")
+    stage = create_stage(Settings(topic_prefix="t."), bootstrap_servers="127.0.0.1:9")
     (subscriber,) = stage.broker.subscribers
     assert isinstance(subscriber, LogicSubscriber)
     assert stage.name == "placeholder"
@@ -301,13 +311,53 @@ def test_sizes_keep_aspect_within_the_cap() -> None:
     assert width == 640 and height >= 64 and height % 2 == 0
 
 
-def test_language_comes_from_metadata() -> None:
-    assert placeholder_language({"lang": "fr-FR"}) == "fr"
-    assert placeholder_language({"Locale": "fr_CA"}) == "fr"
-    assert placeholder_language({"language": "French"}) == "fr"
-    assert placeholder_language({"lang": "en"}) == "en"
-    assert placeholder_language({"country": "fr"}) == "en"
-    assert placeholder_language(None) == "en"
+@pytest.mark.parametrize(
+    ("metadata", "language"),
+    [
+        ({"lang": "fr-FR"}, "fr"),
+        ({"Locale": "fr_CA"}, "fr"),
+        ({"lang": "es"}, "es"),  # once an English caption under a Spanish message
+        ({"language": "de-DE"}, "de"),
+        ({"language": "French"}, "en"),  # a language name, not a tag: once French here only
+        ({"lang": "fresh"}, "en"),  # once French: it starts with "fr"
+        ({"country": "fr"}, "en"),
+        ({}, "en"),
+    ],
+)
+async def test_the_caption_speaks_the_language_of_the_notifiers_message(
+    tmp_path: Path, metadata: dict[str, str], language: Language
+) -> None:
+    jobs: list[PlaceholderJob] = []
+
+    def remember(job: PlaceholderJob) -> RenderedPlaceholder:
+        jobs.append(job)
+        return RenderedPlaceholder(render_sample_mp4(), "title_card", 320, 180, 24)
+
+    deps, _publisher, _renderer = _deps(tmp_path)
+    deps.render = remember
+    await handle_download_unavailable(_event(metadata=metadata), deps)
+    (job,) = jobs
+    # One resolver for both fallbacks: the notifier resolves the same metadata the same way.
+    assert job.language == resolve_language(metadata) == language
+
+
+def test_every_supported_language_has_its_own_caption(monkeypatch: pytest.MonkeyPatch) -> None:
+    captions = {language: placeholder_caption(language) for language in SUPPORTED_LANGUAGES}
+    assert set(SUPPORTED_LANGUAGES) == {"en", "fr", "es", "de"}
+    assert len(set(captions.values())) == len(captions)
+    assert placeholder_caption("xx") == captions["en"]
+    drawn: list[str] = []
+
+    def band(width: int, height: int, caption: str) -> Image.Image:
+        drawn.append(caption)
+        return Image.new("RGBA", (width, max(20, height // 7)), (0, 0, 0, 0))
+
+    monkeypatch.setattr(rendering, "_caption_band", band)
+    for language in SUPPORTED_LANGUAGES:
+        render_placeholder(
+            PlaceholderJob(prompt="p", size="128x72", language=language, seconds=0.1)
+        )
+    assert [rendering._drawable(c) for c in captions.values()] == drawn
 
 
 def test_long_prompts_wrap_and_truncate() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from schemas.events import JobFailed, JobProgressed, JobSubmitted, JobSucceeded, PollDue
 from schemas.topics import Topics
@@ -11,11 +12,17 @@ from vidpipe.errors import ProviderUnavailable
 from vidpipe.providers.base import ProviderJob
 from vidpipe.testing import FakeProvider, MemoryPublisher
 
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
 
 def _deps(provider: FakeProvider) -> tuple[PollerDeps, MemoryPublisher]:
     publisher = MemoryPublisher()
     return PollerDeps(
-        providers={provider.name: provider}, publisher=publisher, topics=Topics("t."), interval_s=2
+        providers={provider.name: provider},
+        publisher=publisher,
+        topics=Topics("t."),
+        interval_s=2,
+        clock=lambda: NOW,
     ), publisher
 
 
@@ -76,3 +83,29 @@ async def test_transient_errors_are_retried_then_failure_is_reported() -> None:
     assert [s[0] for s in publisher.scheduled] == [2, 2, 9]
     (failed,) = publisher.of_type(JobFailed)
     assert failed.reason_code == "output_moderation"  # type: ignore[attr-defined]
+
+
+async def test_every_event_and_check_is_stamped_by_the_stages_clock() -> None:
+    provider = FakeProvider(
+        statuses=[
+            ProviderJob("task_1", "running", "running", progress=50),
+            ProviderJob("task_1", "succeeded", "succeeded", generation_ids=["gen_1"]),
+        ]
+    )
+    publisher = await _drive(provider)
+    assert [e.event_type for e in publisher.events] == ["JobProgressed", "JobSucceeded"]
+    assert {e.occurred_at for e in publisher.events} == {NOW}
+    checks = [PollDue.model_validate(payload) for *_, payload in publisher.scheduled]
+    assert [c.attempt for c in checks] == [0, 1]
+    assert {c.occurred_at for c in checks} == {NOW}
+
+
+async def test_a_provider_this_poller_lacks_fails_the_job_without_a_next_check() -> None:
+    deps, publisher = _deps(FakeProvider())
+    due = PollDue(
+        event_id=uuid.uuid4(), request_id="r", provider="elsewhere", provider_job_id="task_1"
+    )
+    await handle_poll_due(due, deps)
+    (failed,) = publisher.of_type(JobFailed)
+    assert failed.reason_code == "unknown_provider"  # type: ignore[attr-defined]
+    assert publisher.scheduled == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
@@ -27,16 +28,23 @@ from vidpipe.errors import (
     TerminalProviderError,
 )
 from vidpipe.providers import (
+    PROVIDER_NAMES,
     AzureSoraClient,
+    AzureSoraConfig,
     InputImage,
     OpenAIVideosClient,
+    OpenAIVideosConfig,
     ProviderClient,
     RetryPolicy,
     VideoSpec,
     build_provider,
+    configured_providers,
+    max_concurrent_jobs,
+    open_providers,
+    provider_config,
 )
-from vidpipe.providers.http import endpoint_host, parse_error_body, parse_retry_after
-from vidpipe.settings import ProviderSettings
+from vidpipe.providers.error_mapping import parse_error_body
+from vidpipe.providers.http import endpoint_host
 
 KEY = "sk-TEST-very-secret-key-0123456789"
 AZURE_ENDPOINT = "https://res.openai.azure.com"
@@ -171,18 +179,11 @@ async def chunked(*pieces: bytes) -> AsyncIterator[bytes]:
 
 @pytest.fixture(autouse=True)
 def _no_provider_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # ProviderSettings also reads the standard AZURE_OPENAI_* / OPENAI_* names from the env.
-    for name in (
-        "AZURE_OPENAI_ENDPOINT",
-        "AZURE_OPENAI_API_KEY",
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "VIDPIPE_AZURE_ENDPOINT",
-        "VIDPIPE_AZURE_API_KEY",
-        "VIDPIPE_OPENAI_BASE_URL",
-        "VIDPIPE_OPENAI_API_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    # Every provider setting comes from the environment: start each test without any, including
+    # the standard AZURE_OPENAI_* / OPENAI_* names the configs also read.
+    for name in list(os.environ):
+        if name.startswith(("VIDPIPE_AZURE_", "VIDPIPE_OPENAI_", "AZURE_OPENAI_", "OPENAI_")):
+            monkeypatch.delenv(name)
     yield
 
 
@@ -513,7 +514,7 @@ async def test_long_provider_messages_are_truncated() -> None:
     assert len(str(info.value)) < 420
 
 
-# --- error bodies and retry-after -----------------------------------------------------------
+# --- error bodies ---------------------------------------------------------------------
 
 
 def test_parse_error_body_accepts_both_shapes_and_text() -> None:
@@ -532,18 +533,6 @@ def test_parse_error_body_accepts_both_shapes_and_text() -> None:
     )
     text = parse_error_body(b"<html>Bad Gateway</html>")
     assert text.code is None and text.message == "<html>Bad Gateway</html>"
-
-
-def test_parse_retry_after_forms() -> None:
-    now = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
-    assert parse_retry_after(httpx.Headers({"retry-after": "7"})) == 7.0
-    assert parse_retry_after(httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
-    date = format_datetime(now + timedelta(seconds=30), usegmt=True)
-    assert parse_retry_after(httpx.Headers({"retry-after": date}), now=now) == 30.0
-    past = format_datetime(now - timedelta(seconds=30), usegmt=True)
-    assert parse_retry_after(httpx.Headers({"retry-after": past}), now=now) == 0.0
-    assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
-    assert parse_retry_after(httpx.Headers()) is None
 
 
 # --- retries ----------------------------------------------------------------------------------
@@ -786,43 +775,83 @@ async def test_secrets_never_appear_in_errors(
     assert KEY not in repr(client)
 
 
-# --- building clients -------------------------------------------------------------------------
-
-
-def settings(**values: str) -> ProviderSettings:
-    return ProviderSettings(**values)  # type: ignore[arg-type]
+# --- the registry -----------------------------------------------------------------------------
 
 
 def test_build_provider_configured_clients() -> None:
-    s = settings(
-        VIDPIPE_AZURE_ENDPOINT="https://res.openai.azure.com/",
-        VIDPIPE_AZURE_API_KEY=KEY,
-        VIDPIPE_OPENAI_BASE_URL="http://127.0.0.1:8089/openai/v1",
-        VIDPIPE_OPENAI_API_KEY=KEY,
-    )
-    az = build_provider("azure-sora", s, transport=httpx.MockTransport(Recorder()))
-    oa = build_provider("openai-videos", s, timeout_s=5.0)
+    azure_config = AzureSoraConfig(endpoint="https://res.openai.azure.com/", api_key=KEY)
+    openai_config = OpenAIVideosConfig(base_url="http://127.0.0.1:8089/openai/v1", api_key=KEY)
+    az = build_provider("azure-sora", azure_config, transport=httpx.MockTransport(Recorder()))
+    oa = build_provider("openai-videos", openai_config, timeout_s=5.0)
     assert isinstance(az, AzureSoraClient) and isinstance(az, ProviderClient)
     assert isinstance(oa, OpenAIVideosClient) and isinstance(oa, ProviderClient)
-    assert (az.name, az.endpoint_host) == ("azure-sora", "res.openai.azure.com")
-    assert (oa.name, oa.endpoint_host) == ("openai-videos", "127.0.0.1:8089")
+    assert (az.name, az.endpoint_host, az.deployment) == (
+        "azure-sora",
+        "res.openai.azure.com",
+        "sora",
+    )
+    assert (oa.name, oa.endpoint_host, oa.model) == ("openai-videos", "127.0.0.1:8089", "sora-2")
 
 
 def test_build_provider_refuses_unknown_or_unconfigured() -> None:
     with pytest.raises(ConfigurationError, match="unknown provider 'runway'"):
-        build_provider("runway", settings())
+        build_provider("runway", AzureSoraConfig())
     with pytest.raises(
         ConfigurationError, match="VIDPIPE_AZURE_ENDPOINT and VIDPIPE_AZURE_API_KEY"
     ):
-        build_provider("azure-sora", settings())
+        build_provider("azure-sora")  # nothing in the environment
     with pytest.raises(ConfigurationError, match="VIDPIPE_OPENAI_API_KEY") as info:
-        build_provider("openai-videos", settings(VIDPIPE_OPENAI_BASE_URL="https://api.x/v1"))
+        build_provider("openai-videos", OpenAIVideosConfig(base_url="https://api.x/v1"))
     assert "VIDPIPE_OPENAI_BASE_URL" not in str(info.value)
     with pytest.raises(ConfigurationError, match="VIDPIPE_OPENAI_BASE_URL"):
-        build_provider(
-            "openai-videos",
-            settings(VIDPIPE_OPENAI_BASE_URL="ftp://x", VIDPIPE_OPENAI_API_KEY=KEY),
-        )
+        build_provider("openai-videos", OpenAIVideosConfig(base_url="ftp://x", api_key=KEY))
+    with pytest.raises(TypeError, match="OpenAIVideosConfig"):
+        build_provider("openai-videos", AzureSoraConfig(endpoint="https://a.example", api_key=KEY))
+
+
+def test_each_provider_reads_its_own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert configured_providers() == []
+    monkeypatch.setenv("VIDPIPE_AZURE_ENDPOINT", "https://res.openai.azure.com")
+    monkeypatch.setenv("VIDPIPE_AZURE_API_KEY", KEY)
+    monkeypatch.setenv("VIDPIPE_AZURE_DEPLOYMENT", "sora-dep")
+    monkeypatch.setenv("VIDPIPE_AZURE_MAX_CONCURRENT_JOBS", "5")
+    # The standard OpenAI names work too; the key alone does not make a provider configured.
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    assert configured_providers() == ["azure-sora"]
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://gateway.example/v1")
+    monkeypatch.setenv("VIDPIPE_OPENAI_AUTH_HEADER", "api-key")
+    assert configured_providers() == ["azure-sora", "openai-videos"]
+    assert (max_concurrent_jobs("azure-sora"), max_concurrent_jobs("openai-videos")) == (5, 2)
+    assert max_concurrent_jobs("runway") == 1
+    azure_config = provider_config("azure-sora")
+    assert isinstance(azure_config, AzureSoraConfig) and azure_config.deployment == "sora-dep"
+    openai_config = provider_config("openai-videos")
+    assert isinstance(openai_config, OpenAIVideosConfig)
+    assert (openai_config.base_url, openai_config.auth_header) == (
+        "https://gateway.example/v1",
+        "api-key",
+    )
+    assert KEY not in repr(azure_config) and KEY not in repr(openai_config)
+
+
+async def test_open_providers_builds_every_configured_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert open_providers() == {}
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    clients = open_providers(timeout_s=5.0)
+    assert list(clients) == ["azure-sora"]
+    client = clients["azure-sora"]
+    assert isinstance(client, AzureSoraClient)
+    assert client.endpoint_host == "res.openai.azure.com"
+    await client.aclose()
+
+
+def test_the_registry_names_every_provider_once() -> None:
+    assert PROVIDER_NAMES == ("azure-sora", "openai-videos")
+    assert AzureSoraConfig().missing() == ["VIDPIPE_AZURE_ENDPOINT", "VIDPIPE_AZURE_API_KEY"]
+    assert OpenAIVideosConfig().missing() == ["VIDPIPE_OPENAI_BASE_URL", "VIDPIPE_OPENAI_API_KEY"]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from schemas.events import (
     JobSucceeded,
     VideoStored,
 )
-from vidpipe.db.records import project
+from vidpipe.policy.projection import project
 
 RID = "req-1"
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from schemas.events import GenerationRequested, JobFailed, JobSubmitted
+from schemas.events import MESSAGE_MAX_CHARS, GenerationRequested, JobFailed, JobSubmitted
 from schemas.topics import Topics
 from services.submitter.handlers import (
     SubmitterDeps,
@@ -19,6 +20,8 @@ from vidpipe.db.tables import open_engine
 from vidpipe.errors import AuthenticationFailed, RateLimited
 from vidpipe.providers.base import InputImage
 from vidpipe.testing import FakeProvider, MemoryPublisher
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 async def _no_image(url: str) -> InputImage:
@@ -45,6 +48,7 @@ def _deps(
             default_provider="azure-sora",
             quota=lambda _name: quota,
             fetch_image=_no_image,
+            clock=lambda: NOW,
         ),
         publisher,
     )
@@ -74,7 +78,7 @@ async def test_over_quota_waits_on_a_timer_and_goes_when_a_slot_frees(ledger: Le
     assert len(provider.created) == 2
     assert len(publisher.scheduled) == 1
     _delay, topic, key, payload = publisher.scheduled[0]
-    assert (topic, key) == ("t.submitter.retry", "c")
+    assert (topic, key) == ("t.submitter.due", "c")
     await handle_job_finished("a", deps)
     await handle_job_finished("a", deps)  # a redelivered finish frees one slot, not two
     assert await ledger.in_use("azure-sora") == 1
@@ -109,3 +113,22 @@ async def test_unknown_provider_fails_clearly(ledger: Ledger) -> None:
     (failed,) = publisher.of_type(JobFailed)
     assert isinstance(failed, JobFailed)
     assert failed.reason_code == "unknown_provider"
+
+
+async def test_events_are_stamped_by_the_stages_clock(ledger: Ledger) -> None:
+    deps, publisher = _deps(ledger, FakeProvider())
+    await handle_generation_requested(_req("ok"), deps)
+    await handle_generation_requested(_req("ok"), deps)  # the re-announcement too
+    deps.providers = {"azure-sora": FakeProvider(create_error=AuthenticationFailed("401"))}
+    await handle_generation_requested(_req("no"), deps)
+    assert [e.event_type for e in publisher.events] == ["JobSubmitted", "JobSubmitted", "JobFailed"]
+    assert {e.occurred_at for e in publisher.events} == {NOW}
+
+
+async def test_a_long_failure_message_is_clipped_to_the_contracts_limit(ledger: Ledger) -> None:
+    provider = FakeProvider(create_error=AuthenticationFailed("denied " * 500))
+    deps, publisher = _deps(ledger, provider)
+    await handle_generation_requested(_req("r"), deps)
+    (failed,) = publisher.of_type(JobFailed)
+    assert isinstance(failed, JobFailed)
+    assert failed.message == ("denied " * 500)[:MESSAGE_MAX_CHARS]

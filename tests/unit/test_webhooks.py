@@ -238,6 +238,16 @@ async def test_429_honours_retry_after() -> None:
     assert sleeps.calls == [7.0]
 
 
+async def test_503_honours_retry_after_ms_as_the_provider_clients_do() -> None:
+    # One Retry-After reading for every sender (vidpipe.net.retry): the millisecond hint wins.
+    answer = httpx.Response(503, headers={"retry-after-ms": "1500", "retry-after": "9"})
+    handler = Recorder(answer, httpx.Response(200))
+    sleeps = Sleeps()
+    result = await sender(handler, sleep=sleeps).deliver(HOOK, BODY, webhook_id="msg_x")
+    assert (result.delivered, result.attempts) == (True, 2)
+    assert sleeps.calls == [1.5]
+
+
 async def test_a_retry_after_longer_than_the_stage_waits_ends_the_delivery() -> None:
     handler = Recorder(httpx.Response(429, headers={"retry-after": "3600"}))
     sleeps = Sleeps()

@@ -33,12 +33,12 @@ log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
-async def probe_broker(bootstrap: str, timeout_s: float = 3.0) -> dict[str, Any] | None:
+async def probe_broker(bootstrap_servers: str, timeout_s: float = 3.0) -> dict[str, Any] | None:
     """One admin metadata call; the cluster description when a broker answers, else None."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=bootstrap_servers,
         request_timeout_ms=max(int(timeout_s * 1000), 500),
-        client_id="vidpipe-devstack-probe",
+        client_id="vidpipe-admin-probe",
     )
     try:
         async with asyncio.timeout(timeout_s):
@@ -57,7 +57,7 @@ def _drop_refused_connects(record: logging.LogRecord) -> bool:
 
 
 async def wait_for_broker(
-    bootstrap: str,
+    bootstrap_servers: str,
     timeout_s: float = 60.0,
     *,
     give_up: Callable[[], str | None] | None = None,
@@ -77,15 +77,17 @@ async def wait_for_broker(
     try:
         while True:
             if give_up is not None and (reason := give_up()) is not None:
-                raise BrokerNotReadyError(f"Kafka at {bootstrap} will not come up: {reason}")
+                raise BrokerNotReadyError(
+                    f"Kafka at {bootstrap_servers} will not come up: {reason}"
+                )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BrokerNotReadyError(
-                    f"Kafka at {bootstrap} did not answer an admin call within {timeout_s:.0f} s "
-                    f"({attempts} attempts)"
+                    f"Kafka at {bootstrap_servers} did not answer an admin call within "
+                    f"{timeout_s:.0f} s ({attempts} attempts)"
                 )
             attempts += 1
-            cluster = await probe_broker(bootstrap, timeout_s=min(3.0, max(remaining, 0.5)))
+            cluster = await probe_broker(bootstrap_servers, timeout_s=min(3.0, max(remaining, 0.5)))
             if cluster is not None:
                 return cluster
             await asyncio.sleep(min(interval_s, max(deadline - time.monotonic(), 0)))
@@ -94,7 +96,7 @@ async def wait_for_broker(
 
 
 async def ensure_topics(
-    bootstrap: str,
+    bootstrap_servers: str,
     topics: list[str],
     partitions: int,
     replication_factor: int = 1,
@@ -111,7 +113,9 @@ async def ensure_topics(
     if partitions < 1 or replication_factor < 1:
         raise ValueError("partitions and replication_factor must be >= 1")
     report: dict[str, str] = {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="vidpipe-devstack-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="vidpipe-admin-topics"
+    )
     try:
         await admin.start()
         existing = await _partition_counts(admin, topics)
@@ -192,7 +196,7 @@ async def _wait_for_leaders(admin: Any, topics: list[str], timeout_s: float) -> 
         await asyncio.sleep(0.1)
 
 
-async def ensure_all_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
+async def ensure_all_topics(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
     """Create every missing topic; report "created", "exists" or a partition mismatch for each."""
     by_count: dict[int, list[str]] = defaultdict(list)
     for topic in settings.topics.all():
@@ -200,6 +204,8 @@ async def ensure_all_topics(settings: Settings, bootstrap: str) -> dict[str, str
     report: dict[str, str] = {}
     for partitions, topics in sorted(by_count.items()):
         report.update(
-            await ensure_topics(bootstrap, topics, partitions, settings.topic_replication_factor)
+            await ensure_topics(
+                bootstrap_servers, topics, partitions, settings.topic_replication_factor
+            )
         )
     return report

@@ -21,11 +21,17 @@ from pydantic import ValidationError
 from schemas.events import DeadLetter
 from vidpipe.errors import PoisonMessage
 
-__all__ = ["DeadLetterMiddleware", "build_dead_letter", "describe_poison"]
+__all__ = [
+    "DeadLetterMiddleware",
+    "RedeliveryBackoff",
+    "build_dead_letter",
+    "describe_poison",
+]
 
 log = structlog.get_logger("vidpipe.deadletter")
 
 PublishDeadLetter = Callable[[DeadLetter], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 def describe_poison(exc: BaseException) -> str | None:
@@ -59,20 +65,97 @@ def build_dead_letter(record: Any, stage: str, reason: str) -> DeadLetter:
     )
 
 
-class DeadLetterMiddleware(BaseMiddleware):
-    """FastStream middleware: catch poison, publish it to the dead-letter topic, ack it."""
+class RedeliveryBackoff:
+    """Consecutive failures of each message a stage could not handle, and the wait they earn.
+
+    A message that fails for a reason that is not its own (a database or storage outage) is
+    delivered again; waiting a little longer each time keeps that from becoming a hot loop,
+    without giving the message up. One per stage (`make_broker` makes it), so stages and tests
+    sharing a process never share counts.
+    """
 
     def __init__(
-        self, msg: Any, /, *, context: ContextRepo, stage: str, publish: PublishDeadLetter
+        self,
+        *,
+        first_s: float = 0.2,
+        max_s: float = 10.0,
+        max_tracked: int = 10_000,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._first_s = first_s
+        self._max_s = max_s
+        self._max_tracked = max_tracked
+        self._sleep = sleep
+        # Keyed by (topic, partition, offset): a redelivery is the same record again.
+        self._failures: dict[tuple[str, int, int], int] = {}
+
+    def failures(self, record: Any) -> int:
+        """How many times in a row this record has failed so far."""
+        return self._failures.get(_where(record), 0)
+
+    def delay_s(self, failures: int) -> float:
+        """The wait before the next delivery after `failures` failures in a row (doubling)."""
+        return float(min(self._max_s, self._first_s * 2 ** (failures - 1)))
+
+    async def failed(self, record: Any, exc: Exception) -> None:
+        """Count one more failure of `record`, then wait before it is delivered again."""
+        where = _where(record)
+        count = self._failures.get(where, 0) + 1
+        if len(self._failures) >= self._max_tracked:
+            self._failures.clear()  # bounded: forgetting only shortens a wait
+        self._failures[where] = count
+        delay = self.delay_s(count)
+        log.warning(
+            "handler_failed_will_redeliver",
+            topic=where[0],
+            partition=where[1],
+            offset=where[2],
+            attempt=count,
+            retry_in_s=delay,
+            error=type(exc).__name__,
+        )
+        await self._sleep(delay)
+
+    def succeeded(self, record: Any) -> None:
+        self._failures.pop(_where(record), None)
+
+
+def _where(record: Any) -> tuple[str, int, int]:
+    if isinstance(record, tuple) or record is None:
+        return ("", -1, -1)
+    return (record.topic, record.partition, record.offset)
+
+
+class DeadLetterMiddleware(BaseMiddleware):
+    """FastStream middleware: catch poison, publish it to the dead-letter topic, ack it.
+
+    Any other failure waits out the stage's `RedeliveryBackoff` and propagates, so the offset is
+    not committed and the message comes again.
+    """
+
+    def __init__(
+        self,
+        msg: Any,
+        /,
+        *,
+        context: ContextRepo,
+        stage: str,
+        publish: PublishDeadLetter,
+        backoff: RedeliveryBackoff,
     ) -> None:
         super().__init__(msg, context=context)
         self._stage = stage
         self._publish = publish
+        self._backoff = backoff
 
     @classmethod
-    def factory(cls, stage: str, publish: PublishDeadLetter) -> Callable[..., DeadLetterMiddleware]:
+    def factory(
+        cls, stage: str, publish: PublishDeadLetter, backoff: RedeliveryBackoff
+    ) -> Callable[..., DeadLetterMiddleware]:
+        """What `broker.add_middleware` takes: FastStream builds one middleware per message."""
+
         def make(msg: Any, /, *, context: ContextRepo) -> DeadLetterMiddleware:
-            return cls(msg, context=context, stage=stage, publish=publish)
+            return cls(msg, context=context, stage=stage, publish=publish, backoff=backoff)
 
         return make
 
@@ -85,7 +168,7 @@ class DeadLetterMiddleware(BaseMiddleware):
         except Exception as exc:
             reason = describe_poison(exc)
             if reason is None or isinstance(record, tuple):
-                await _back_off(record, exc)
+                await self._backoff.failed(record, exc)
                 raise
             letter = build_dead_letter(record, self._stage, reason)
             # If this publish fails the exception propagates and the message is retried: the
@@ -99,36 +182,5 @@ class DeadLetterMiddleware(BaseMiddleware):
                 reason=reason[:300],
             )
             return None
-        _failures.pop(_where(record), None)
+        self._backoff.succeeded(record)
         return result
-
-
-# Consecutive failures of the message at each (topic, partition, offset). A message that fails
-# for a reason that is not its own (a database or storage outage) is delivered again; waiting a
-# little longer each time keeps that from becoming a hot loop, without giving the message up.
-_failures: dict[tuple[str, int, int], int] = {}
-
-
-def _where(record: Any) -> tuple[str, int, int]:
-    if isinstance(record, tuple) or record is None:
-        return ("", -1, -1)
-    return (record.topic, record.partition, record.offset)
-
-
-async def _back_off(record: Any, exc: Exception) -> None:
-    key = _where(record)
-    count = _failures.get(key, 0) + 1
-    _failures[key] = count
-    if len(_failures) > 10_000:
-        _failures.clear()
-    delay = min(10.0, 0.2 * 2 ** (count - 1))
-    log.warning(
-        "handler_failed_will_redeliver",
-        topic=key[0],
-        partition=key[1],
-        offset=key[2],
-        attempt=count,
-        retry_in_s=delay,
-        error=type(exc).__name__,
-    )
-    await asyncio.sleep(delay)

@@ -99,7 +99,7 @@ class TimerRelay:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap_servers: str,
         timer_topic: str,
         group_id: str,
         publish_raw: PublishRaw,
@@ -108,7 +108,7 @@ class TimerRelay:
         clock: Callable[[], float] = time.time,
         max_pending: int = 100_000,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._bootstrap = bootstrap_servers
         self._topic = timer_topic
         self._group_id = group_id
         self._publish_raw = publish_raw

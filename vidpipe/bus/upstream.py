@@ -68,10 +68,10 @@ def load_ndjson(lines: Iterable[str]) -> tuple[list[GenerationRequested], list[s
 class RequestPublisher:
     """Publishes requests to `{prefix}generation.requested`, keyed by request id."""
 
-    def __init__(self, bootstrap: str, *, topic_prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, bootstrap_servers: str, *, topic_prefix: str = DEFAULT_PREFIX) -> None:
         self.topic = Topics(topic_prefix).generation_requested
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True
+            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
         )
 
     async def __aenter__(self) -> RequestPublisher:

@@ -25,26 +25,28 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.registry import STAGES
+from vidpipe.cli.context import CliContext, cli_context
+from vidpipe.errors import OpsError
+
 if TYPE_CHECKING:
     from vidpipe.ops import ProgressHook
-    from vidpipe.settings import Settings
 
-__all__ = ["dlq_app", "replay_app"]
+__all__ = ["commands", "dlq_app", "replay_app"]
 
 T = TypeVar("T")
 
+commands = typer.Typer()
 replay_app = typer.Typer(
     help="Replay for recovery: rebuild the records, redrive a topic, reset a consumer group.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 dlq_app = typer.Typer(
     help="The dead-letter topic: list the letters, send them back where they came from.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
+commands.add_typer(replay_app, name="replay")
+commands.add_typer(dlq_app, name="dlq")
 
 _TIME_HELP = "ISO 8601 (2026-11-24T10:00:00Z) or relative (-15m, -2h, -1d)."
 _RECORDS_HELP = (
@@ -67,6 +69,7 @@ _RESET_HELP = (
     "it again and it reads from the new offsets. A time past the end of a partition "
     "means its end."
 )
+_GROUP_HELP = f"A stage name ({', '.join(STAGES)}) or a full group id."
 _LIST_HELP = "List the dead letters: when, stage, where from, key, reason, value."
 _DLQ_REDRIVE_HELP = (
     "Send matching dead letters back: original value and key, to the original topic.\n\n"
@@ -77,28 +80,11 @@ _DLQ_REDRIVE_HELP = (
 )
 
 
-# vidpipe.cli imports this module to mount the sub-apps, so its helpers are looked up at call
-# time rather than imported at module load (that would be a circular import).
-def _base() -> Any:
-    from vidpipe import cli
-
-    return cli
-
-
-def _settings_and_bootstrap() -> tuple[Settings, str]:
-    base = _base()
-    settings: Settings = base._settings()
-    return settings, str(base._bootstrap(settings))
-
-
-def _run(work: Coroutine[Any, Any, T]) -> T:
+def _run(cli: CliContext, work: Coroutine[Any, Any, T]) -> T:
     """Run `work`; turn the failures an operator can act on into one line and an exit code."""
     from aiokafka.errors import KafkaError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from vidpipe.ops import OpsError
-
-    base = _base()
     # aiokafka logs each failed connection attempt; the one-line error below says it better.
     kafka_log = logging.getLogger("aiokafka")
     level = kafka_log.level
@@ -106,14 +92,14 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(work)
     except OpsError as exc:
-        raise base._fail(str(exc), exc.exit_code) from None
+        raise cli.fail(str(exc), exc.exit_code) from None
     except KafkaError as exc:
-        raise base._fail(f"Kafka: {_one_line(exc)}", 1) from None
+        raise cli.fail(f"Kafka: {_one_line(exc)}", 1) from None
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
-        raise base._fail(f"database: {_one_line(cause)}", 1) from None
+        raise cli.fail(f"database: {_one_line(cause)}", 1) from None
     except (OSError, TimeoutError) as exc:
-        raise base._fail(_one_line(exc), 1) from None
+        raise cli.fail(_one_line(exc), 1) from None
     finally:
         kafka_log.setLevel(level)
 
@@ -124,9 +110,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def _progress(description: str) -> Iterator[ProgressHook]:
+def _progress(cli: CliContext, description: str) -> Iterator[ProgressHook]:
     """A progress bar on stderr (so --json output stays clean); silent when not a terminal."""
-    err = _base().err
+    err = cli.err
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -144,13 +130,13 @@ def _progress(description: str) -> Iterator[ProgressHook]:
         yield hook
 
 
-def _time(text: str, option: str) -> datetime:
-    from vidpipe.ops import OpsError, parse_time
+def _time(cli: CliContext, text: str, option: str) -> datetime:
+    from vidpipe.ops import parse_time
 
     try:
         return parse_time(text)
     except OpsError as exc:
-        raise _base()._fail(f"{option}: {exc}") from None
+        raise cli.fail(f"{option}: {exc}") from None
 
 
 def _safe_url(url: str) -> str:
@@ -175,6 +161,7 @@ def _clip(text: str | None, width: int) -> str:
 
 @replay_app.command("records", help=_RECORDS_HELP)
 def replay_records(
+    ctx: typer.Context,
     target_url: Annotated[
         str,
         typer.Option(help="An EMPTY database to rebuild into (sqlite:///path or postgresql://)."),
@@ -187,35 +174,34 @@ def replay_records(
     from sqlalchemy.engine import make_url
 
     from vidpipe.db.tables import normalise_database_url, open_engine
-    from vidpipe.ops.replay import RecordsReplay
-    from vidpipe.ops.replay import replay_records as replay
+    from vidpipe.ops.records import RecordsReplay
+    from vidpipe.ops.records import replay_records as replay
 
-    base = _base()
-    settings: Settings = base._settings()
-    source = source_url or settings.database_url
+    cli = cli_context(ctx)
+    source = source_url or cli.settings.database_url
     for option, url in (("--source-url", source), ("--target-url", target_url)):
         try:
             normalise_database_url(url)
         except Exception:
-            raise base._fail(f"{option}: not a sqlite:// or postgresql:// URL") from None
+            raise cli.fail(f"{option}: not a sqlite:// or postgresql:// URL") from None
     if normalise_database_url(source) == normalise_database_url(target_url):
-        raise base._fail("--target-url is the source database; give an empty one")
+        raise cli.fail("--target-url is the source database; give an empty one")
     # SQLite would create a missing source file (empty) and report "no events table": say why.
     source_file = make_url(source).database if source.startswith("sqlite") else None
     if source_file and source_file != ":memory:" and not Path(source_file).exists():
-        raise base._fail(f"--source-url: no SQLite file at {source_file}")
+        raise cli.fail(f"--source-url: no SQLite file at {source_file}")
 
     async def work() -> RecordsReplay:
         source_engine = await open_engine(source, create=False)
         target_engine = await open_engine(target_url, create=True)
         try:
-            with _progress("replaying events") as hook:
+            with _progress(cli, "replaying events") as hook:
                 return await replay(source_engine, target_engine, batch=batch, progress=hook)
         finally:
             await source_engine.dispose()
             await target_engine.dispose()
 
-    result = _run(work())
+    result = _run(cli, work())
     table = Table(title="replay records", show_header=False)
     table.add_row("from", _safe_url(source))
     table.add_row("into", _safe_url(target_url))
@@ -228,11 +214,12 @@ def replay_records(
     )
     table.add_row("skipped (invalid payloads)", str(result.invalid))
     table.add_row("time", f"{result.elapsed_s:.2f} s")
-    base.console.print(table)
+    cli.console.print(table)
 
 
 @replay_app.command("redrive", help=_REDRIVE_HELP)
 def replay_redrive(
+    ctx: typer.Context,
     topic: Annotated[str, typer.Option(help="A full topic name or a suffix like job.succeeded.")],
     since: Annotated[str, typer.Option(help=f"Start of the window. {_TIME_HELP}")],
     until: Annotated[
@@ -245,18 +232,19 @@ def replay_redrive(
         bool, typer.Option("--dry-run", help="Show what would be sent; send nothing.")
     ] = False,
 ) -> None:
-    from vidpipe.ops.replay import RedriveResult, redrive
+    from vidpipe.ops.redrive import RedriveResult, redrive
 
-    since_at = _time(since, "--since")
-    until_at = _time(until, "--until") if until else None
-    settings, bootstrap = _settings_and_bootstrap()
+    cli = cli_context(ctx)
+    since_at = _time(cli, since, "--since")
+    until_at = _time(cli, until, "--until") if until else None
+    bootstrap_servers = cli.broker_address
 
     async def work() -> RedriveResult:
-        with _progress("reading the window") as hook:
+        with _progress(cli, "reading the window") as hook:
             return await redrive(
-                bootstrap,
+                bootstrap_servers,
                 topic,
-                prefix=settings.topic_prefix,
+                prefix=cli.settings.topic_prefix,
                 since=since_at,
                 until=until_at,
                 request_id=request_id,
@@ -264,7 +252,7 @@ def replay_redrive(
                 progress=hook,
             )
 
-    result = _run(work())
+    result = _run(cli, work())
     verb = "would send" if dry_run else "sent"
     end = until_at.isoformat(timespec="seconds") if until_at else "now"
     window = f"{since_at.isoformat(timespec='seconds')} … {end}"
@@ -282,11 +270,10 @@ def replay_redrive(
             str(sent),
             keys,
         )
-    console = _base().console
-    console.print(table)
+    cli.console.print(table)
     only = f", request {request_id}" if request_id else ""
     total_sent = result.matched if dry_run else result.sent
-    console.print(
+    cli.console.print(
         f"{'dry run: ' if dry_run else ''}{result.matched} matched, {total_sent} {verb} "
         f"(window {window}{only}) in {result.elapsed_s:.2f} s",
         highlight=False,
@@ -295,7 +282,8 @@ def replay_redrive(
 
 @replay_app.command("reset", help=_RESET_HELP)
 def replay_reset(
-    group: Annotated[str, typer.Option(help="A stage name (e.g. fetcher) or a full group id.")],
+    ctx: typer.Context,
+    group: Annotated[str, typer.Option(help=_GROUP_HELP)],
     to: Annotated[str, typer.Option(help=f"earliest, latest, or a time: {_TIME_HELP}")],
     topic: Annotated[
         list[str] | None,
@@ -305,32 +293,33 @@ def replay_reset(
         bool, typer.Option("--dry-run", help="Show the new offsets; commit nothing.")
     ] = False,
 ) -> None:
-    from services.registry import STAGES
-    from vidpipe.ops.replay import ResetResult, reset_offsets, resolve_group
+    from vidpipe.ops.offsets import ResetResult, reset_offsets, resolve_group
 
+    cli = cli_context(ctx)
     target: Literal["earliest", "latest"] | datetime
     if to in ("earliest", "latest"):
         target = "earliest" if to == "earliest" else "latest"
     else:
-        target = _time(to, "--to")
-    settings, bootstrap = _settings_and_bootstrap()
-    group_id = resolve_group(group, prefix=settings.topic_prefix, stages=STAGES)
+        target = _time(cli, to, "--to")
+    bootstrap_servers = cli.broker_address
+    prefix = cli.settings.topic_prefix
+    group_id = resolve_group(group, prefix=prefix, stages=STAGES)
 
     async def work() -> ResetResult:
-        with _progress("resetting offsets") as hook:
+        with _progress(cli, "resetting offsets") as hook:
             hook(0, 1)
             result = await reset_offsets(
-                bootstrap,
+                bootstrap_servers,
                 group_id,
                 to=target,
                 topics=topic or (),
-                prefix=settings.topic_prefix,
+                prefix=prefix,
                 dry_run=dry_run,
             )
             hook(1, 1)
             return result
 
-    result = _run(work())
+    result = _run(cli, work())
     label = "new (dry run)" if dry_run else "after"
     table = Table("topic", "partition", "before", label, "moved", title=f"group {result.group}")
     for change in result.changes:
@@ -342,10 +331,9 @@ def replay_reset(
             str(change.after),
             moved,
         )
-    console = _base().console
-    console.print(table)
+    cli.console.print(table)
     what = "would move" if dry_run else "moved"
-    console.print(
+    cli.console.print(
         f"{'dry run: ' if dry_run else ''}{what} {len(result.changes)} partition(s) of group "
         f"{result.group} (was {result.state}) to {result.to}",
         highlight=False,
@@ -357,6 +345,7 @@ def replay_reset(
 
 @dlq_app.command("list", help=_LIST_HELP)
 def dlq_list(
+    ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="Show the latest N.")] = 50,
     reason: Annotated[
         str | None, typer.Option(help="Only letters whose reason contains this (any case).")
@@ -366,12 +355,14 @@ def dlq_list(
 ) -> None:
     from vidpipe.ops.dlq import DlqListing, list_dead_letters
 
-    settings, bootstrap = _settings_and_bootstrap()
+    cli = cli_context(ctx)
+    settings = cli.settings
+    bootstrap_servers = cli.broker_address
 
     async def work() -> DlqListing:
-        with _progress("reading dead letters") as hook:
+        with _progress(cli, "reading dead letters") as hook:
             return await list_dead_letters(
-                bootstrap,
+                bootstrap_servers,
                 settings.topics.deadletter,
                 reason=reason,
                 stage=stage,
@@ -379,7 +370,7 @@ def dlq_list(
                 progress=hook,
             )
 
-    listing = _run(work())
+    listing = _run(cli, work())
     if as_json:
         sys.stdout.write(json.dumps([e.as_json() for e in listing.entries], indent=2) + "\n")
         return
@@ -400,9 +391,8 @@ def dlq_list(
             _clip(letter.original_value, 40),
             f"{letter.original_topic}/{letter.original_partition}/{letter.original_offset}",
         )
-    console = _base().console
-    console.print(table)
-    console.print(
+    cli.console.print(table)
+    cli.console.print(
         f"{len(listing.entries)} shown of {listing.matched} matching; "
         f"{listing.scanned} letters in {settings.topics.deadletter}"
         + (f", {listing.unreadable} unreadable" if listing.unreadable else ""),
@@ -412,6 +402,7 @@ def dlq_list(
 
 @dlq_app.command("redrive", help=_DLQ_REDRIVE_HELP)
 def dlq_redrive(
+    ctx: typer.Context,
     reason: Annotated[
         str | None, typer.Option(help="Only letters whose reason contains this (any case).")
     ] = None,
@@ -422,30 +413,31 @@ def dlq_redrive(
 ) -> None:
     from vidpipe.ops.dlq import DlqRedrive, redrive_dead_letters
 
-    settings, bootstrap = _settings_and_bootstrap()
+    cli = cli_context(ctx)
+    deadletter_topic = cli.settings.topics.deadletter
+    bootstrap_servers = cli.broker_address
 
     async def work() -> DlqRedrive:
-        with _progress("redriving dead letters") as hook:
+        with _progress(cli, "redriving dead letters") as hook:
             return await redrive_dead_letters(
-                bootstrap,
-                settings.topics.deadletter,
+                bootstrap_servers,
+                deadletter_topic,
                 reason=reason,
                 stage=stage,
                 dry_run=dry_run,
                 progress=hook,
             )
 
-    result = _run(work())
+    result = _run(cli, work())
     verb = "would send" if dry_run else "sent"
     table = Table("original topic", "matched", verb, title="dlq redrive")
     for name, counts in sorted(result.topics.items()):
         missing = result.missing_topics.get(name, 0)
         sent = counts.matched - missing if dry_run else counts.sent
         table.add_row(name, str(counts.matched), str(sent) + (" (topic gone)" if missing else ""))
-    console = _base().console
-    console.print(table)
+    cli.console.print(table)
     total = sum(c.matched for c in result.topics.values()) - sum(result.missing_topics.values())
-    console.print(
+    cli.console.print(
         f"{'dry run: ' if dry_run else ''}{result.matched} letters matched of {result.scanned}; "
         f"{total if dry_run else result.sent} {verb}"
         + (

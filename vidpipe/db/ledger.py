@@ -7,16 +7,16 @@ single conditional UPDATE/INSERT, atomic in SQLite and PostgreSQL alike, so repl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from vidpipe.db.tables import provider_slots, submissions
+from schemas.events import utcnow
+from vidpipe.db.tables import insert_ignore, provider_slots, submissions
 
 __all__ = ["Ledger", "Submission"]
 
@@ -32,8 +32,10 @@ class Submission:
 
 
 class Ledger:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
+        #: Stamps `created_at` / `updated_at`; tests pass a fixed one.
+        self.clock = clock
 
     async def get(self, request_id: str) -> Submission | None:
         async with self.engine.connect() as conn:
@@ -62,10 +64,13 @@ class Ledger:
         existing = await self.get(request_id)
         if existing is not None:
             return existing.state in ("submitting", "in_flight")
-        now = datetime.now(UTC)
+        now = self.clock()
         try:
             async with self.engine.begin() as conn:
-                await self._ensure_slot_row(conn, provider)
+                # The provider's counter row, created at its first claim.
+                await insert_ignore(
+                    conn, provider_slots, {"provider": provider, "in_use": 0}, "provider"
+                )
                 taken = await conn.execute(
                     update(provider_slots)
                     .where(provider_slots.c.provider == provider, provider_slots.c.in_use < limit)
@@ -89,15 +94,6 @@ class Ledger:
             again = await self.get(request_id)
             return again is not None and again.state in ("submitting", "in_flight")
 
-    @staticmethod
-    async def _ensure_slot_row(conn: AsyncConnection, provider: str) -> None:
-        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        await conn.execute(
-            insert(provider_slots)
-            .values(provider=provider, in_use=0)
-            .on_conflict_do_nothing(index_elements=["provider"])
-        )
-
     async def mark_in_flight(
         self, request_id: str, *, provider_job_id: str, endpoint_host: str, model: str | None
     ) -> None:
@@ -110,7 +106,7 @@ class Ledger:
                     provider_job_id=provider_job_id,
                     endpoint_host=endpoint_host,
                     model=model,
-                    updated_at=datetime.now(UTC),
+                    updated_at=self.clock(),
                 )
             )
 
@@ -130,7 +126,7 @@ class Ledger:
                     submissions.c.request_id == request_id,
                     submissions.c.state.in_(("submitting", "in_flight")),
                 )
-                .values(state="done", updated_at=datetime.now(UTC))
+                .values(state="done", updated_at=self.clock())
             )
             if done.rowcount != 1:
                 return False

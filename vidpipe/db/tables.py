@@ -5,6 +5,8 @@ Tables:
     events        append-only log of every event the recorder saw, unique by event_id
     submissions   the submitter's ledger: which request became which provider job
     provider_slots  how many provider jobs are in flight, per provider (the concurrency quota)
+
+`insert_ignore` is the one dialect-aware "insert unless the key exists" both stores use.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 __all__ = [
     "create_tables",
     "events",
+    "insert_ignore",
     "metadata",
     "normalise_database_url",
     "open_engine",
@@ -113,6 +118,24 @@ provider_slots = Table(
     Column("provider", String(64), primary_key=True),
     Column("in_use", Integer, nullable=False, default=0),
 )
+
+
+async def insert_ignore(
+    conn: AsyncConnection, table: Table, values: dict[str, Any], key: str
+) -> bool:
+    """Insert `values` into `table` unless a row with the same `key` exists; True if inserted.
+
+    ON CONFLICT DO NOTHING is spelled per dialect (SQLite and PostgreSQL share the syntax, not the
+    SQLAlchemy construct). RETURNING tells for sure whether a row went in: drivers disagree on
+    rowcount after ON CONFLICT DO NOTHING (psycopg may report -1)."""
+    insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[key])
+        .returning(table.c[key])
+    )
+    return (await conn.execute(statement)).first() is not None
 
 
 def normalise_database_url(url: str, *, base_dir: Path | None = None) -> str:

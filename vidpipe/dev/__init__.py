@@ -1,128 +1,13 @@
-"""The real servers for dev, demo and tests, found or started in design.md's order.
+"""The dev tooling: the real servers for development, the demo and the tests. Never imported by
+production code, and left out of the wheel (the checkout and the compose image have it).
 
-Kafka:      VIDPIPE_KAFKA_BOOTSTRAP (used as is) -> Docker engine (testcontainers) -> LocalKafka.
-PostgreSQL: VIDPIPE_TEST_DATABASE_URL / a given URL -> Docker engine -> LocalPostgres.
-
-Set VIDPIPE_DEVSTACK_DOCKER=0 to skip the Docker step even when an engine answers.
+    servers.py     find or start Kafka and PostgreSQL: the environment, else Docker, else local
+    jars.py        the Kafka broker's jars, fetched once from Maven Central
+    kafka.py       LocalKafka: a single-node KRaft broker from those jars
+    postgres.py    LocalPostgres: a throwaway cluster from the distribution's binaries
+    docker.py      the same servers as containers, when a Docker engine answers
+    processes.py   free ports, a death signal for children, log tails, sync-to-async
+    stack.py       DevStack: a broker, the emulator and every stage (`vidpipe up`, `demo`)
+    cli.py         the commands `vidpipe up`, `down`, `demo`, `emulator`
+    emulator/      a local stand-in for the paid video APIs
 """
-
-from __future__ import annotations
-
-import logging
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
-
-from vidpipe.bus.admin import BrokerNotReadyError, ensure_topics, wait_for_broker
-from vidpipe.dev.docker import (
-    docker_engine_available,
-    start_kafka_container,
-    start_postgres_container,
-)
-from vidpipe.dev.kafka import DEFAULT_KAFKA_VERSION, KafkaStartError, LocalKafka
-from vidpipe.dev.postgres import LocalPostgres, PostgresStartError
-
-__all__ = [
-    "BrokerNotReadyError",
-    "KafkaHandle",
-    "KafkaStartError",
-    "LocalKafka",
-    "LocalPostgres",
-    "PostgresHandle",
-    "PostgresStartError",
-    "Source",
-    "ensure_topics",
-    "resolve_kafka",
-    "resolve_postgres",
-    "wait_for_broker",
-]
-
-log = logging.getLogger(__name__)
-
-Source = Literal["env", "docker", "local"]
-
-
-def _nothing() -> None:
-    """Stop for servers we did not start: they are not ours to stop."""
-
-
-@dataclass
-class KafkaHandle:
-    bootstrap: str
-    source: Source
-    _stop: Callable[[], None] = field(default=_nothing, repr=False)
-
-    def stop(self) -> None:
-        self._stop()
-
-
-@dataclass
-class PostgresHandle:
-    url: str
-    source: Source
-    _stop: Callable[[], None] = field(default=_nothing, repr=False)
-
-    def stop(self) -> None:
-        self._stop()
-
-
-def _docker_allowed(use_docker: bool | None) -> bool:
-    if use_docker is None:
-        use_docker = os.environ.get("VIDPIPE_DEVSTACK_DOCKER", "1").lower() not in (
-            "0",
-            "false",
-            "no",
-        )
-    return use_docker and docker_engine_available()
-
-
-def resolve_kafka(
-    env_bootstrap: str | None = None,
-    *,
-    use_docker: bool | None = None,
-    kafka_version: str | None = None,
-) -> KafkaHandle:
-    """A reachable Kafka: the given/env bootstrap, else a container, else local jars.
-
-    `env_bootstrap` None falls back to VIDPIPE_KAFKA_BOOTSTRAP. Servers found through the
-    environment are never stopped by `handle.stop()`; started ones are.
-    """
-    bootstrap = env_bootstrap or os.environ.get("VIDPIPE_KAFKA_BOOTSTRAP")
-    if bootstrap:
-        return KafkaHandle(bootstrap, "env")
-    if _docker_allowed(use_docker):
-        try:
-            container = start_kafka_container()
-        except Exception as exc:  # e.g. image pull refused: the local broker still works
-            log.warning("Kafka container failed (%s); using local Kafka jars instead", exc)
-            container = None
-        if container is not None:
-            log.info("Kafka from a Docker container at %s", container.address)
-            return KafkaHandle(container.address, "docker", container.stop)
-    version = kafka_version or os.environ.get("VIDPIPE_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
-    local = LocalKafka(version).start()
-    return KafkaHandle(local.bootstrap, "local", local.stop)
-
-
-def resolve_postgres(
-    env_url: str | None = None, *, use_docker: bool | None = None
-) -> PostgresHandle:
-    """A reachable PostgreSQL: the given/env URL, else a container, else a local cluster.
-
-    `env_url` None falls back to VIDPIPE_TEST_DATABASE_URL.
-    """
-    url = env_url or os.environ.get("VIDPIPE_TEST_DATABASE_URL")
-    if url:
-        return PostgresHandle(url, "env")
-    if _docker_allowed(use_docker):
-        try:
-            container = start_postgres_container()
-        except Exception as exc:
-            log.warning("PostgreSQL container failed (%s); using a local cluster instead", exc)
-            container = None
-        if container is not None:
-            log.info("PostgreSQL from a Docker container")
-            return PostgresHandle(container.address, "docker", container.stop)
-    local = LocalPostgres().start()
-    return PostgresHandle(local.url, "local", local.stop)

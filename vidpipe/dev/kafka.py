@@ -1,64 +1,37 @@
 """A single-node Apache Kafka (KRaft, broker + controller in one JVM) from Maven Central jars.
 
 The last resort of the dev stack when neither VIDPIPE_KAFKA_BOOTSTRAP nor a Docker engine is
-available: the jars are fetched once with Maven into a cache, the storage is formatted with
-`kafka.tools.StorageTool`, and `kafka.Kafka` runs as a child process on free loopback ports.
-Readiness is an admin call that gets an answer, never a sleep.
-
-The small process helpers at the bottom are shared with `postgres.py`.
+available: the jars come from `jars.py`, the storage is formatted with `kafka.tools.StorageTool`,
+and `kafka.Kafka` runs as a child process on free loopback ports. Readiness is an admin call that
+gets an answer, never a sleep.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import base64
-import contextlib
-import ctypes
-import fcntl
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self
 
 from vidpipe.bus.admin import BrokerNotReadyError, wait_for_broker
+from vidpipe.cli.processes import stop_process_group
+from vidpipe.dev.jars import DEFAULT_KAFKA_VERSION, fetch_kafka_jars, kafka_major
+from vidpipe.dev.processes import death_signal_preexec, free_ports, log_tail, run_coro_sync
 from vidpipe.errors import KafkaStartError
 
-__all__ = [
-    "DEFAULT_KAFKA_VERSION",
-    "KafkaStartError",
-    "LocalKafka",
-    "fetch_kafka_jars",
-    "kafka_libs_dir",
-]
+__all__ = ["DEFAULT_JVM_OPTIONS", "LocalKafka", "new_cluster_id"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_KAFKA_VERSION = "3.9.1"
-SCALA_VERSION = "2.13"
-# Pinned so `dependency:` resolves the same plugin everywhere (Maven's own default is ancient).
-_DEPENDENCY_PLUGIN_VERSION = "3.8.1"
-
-# Kafka logs through the SLF4J 1.7 API and needs a binding: reload4j on 3.x (what the 3.9
-# tarball ships); Log4j 2 on 4.x. Still SLF4J 1.x there, so the 1.x binding
-# (log4j-slf4j-impl), not log4j-slf4j2-impl, which 1.7 would ignore (silent NOP logger).
-_LOGGING_ARTIFACTS_3 = ("org.slf4j:slf4j-reload4j:1.7.36",)
-_LOGGING_ARTIFACTS_4 = (
-    "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3",
-    "org.apache.logging.log4j:log4j-core:2.24.3",
-)
 
 # Light JVM for a 2-core dev box or CI runner: small heap, serial GC (no parallel GC threads),
 # and fewer compiler threads. Overridable per instance or with VIDPIPE_KAFKA_JVM_OPTS.
@@ -72,119 +45,6 @@ DEFAULT_JVM_OPTIONS: tuple[str, ...] = (
 )
 # StorageTool runs for a second or two: interpreting + C1 only starts fastest.
 _TOOL_JVM_OPTIONS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto")
-
-
-def kafka_libs_dir(kafka_version: str = DEFAULT_KAFKA_VERSION) -> Path:
-    """Where the jars of `kafka_version` live: `$VIDPIPE_KAFKA_CACHE/kafka-<v>/libs`.
-
-    VIDPIPE_KAFKA_CACHE names the cache *root* (default ~/.cache/vidpipe) so that several
-    Kafka versions can sit side by side; CI can cache that one directory.
-    """
-    root = os.environ.get("VIDPIPE_KAFKA_CACHE") or str(Path.home() / ".cache" / "vidpipe")
-    return Path(root).expanduser() / f"kafka-{kafka_version}" / "libs"
-
-
-def _major(kafka_version: str) -> int:
-    return int(kafka_version.split(".", 1)[0])
-
-
-def _artifacts(kafka_version: str) -> list[str]:
-    logging_deps = _LOGGING_ARTIFACTS_3 if _major(kafka_version) < 4 else _LOGGING_ARTIFACTS_4
-    return [f"org.apache.kafka:kafka_{SCALA_VERSION}:{kafka_version}", *logging_deps]
-
-
-def _pom(kafka_version: str) -> str:
-    deps = []
-    for coords in _artifacts(kafka_version):
-        group, artifact, version = coords.split(":")
-        deps.append(
-            "    <dependency>"
-            f"<groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
-            f"<version>{version}</version></dependency>"
-        )
-    dep_xml = "\n".join(deps)
-    return f"""<?xml version="1.0" encoding="UTF-8"?>
-<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>vidpipe.dev</groupId>
-  <artifactId>kafka-jars</artifactId>
-  <version>{kafka_version}</version>
-  <packaging>pom</packaging>
-  <dependencies>
-{dep_xml}
-  </dependencies>
-  <build><plugins><plugin>
-    <groupId>org.apache.maven.plugins</groupId>
-    <artifactId>maven-dependency-plugin</artifactId>
-    <version>{_DEPENDENCY_PLUGIN_VERSION}</version>
-  </plugin></plugins></build>
-</project>
-"""
-
-
-def _jars_present(libs: Path, kafka_version: str) -> bool:
-    return (libs / f"kafka_{SCALA_VERSION}-{kafka_version}.jar").is_file()
-
-
-def fetch_kafka_jars(
-    kafka_version: str = DEFAULT_KAFKA_VERSION, libs: Path | None = None, timeout_s: float = 600
-) -> Path:
-    """Download the broker's jars (and their runtime dependencies) once; return the libs dir.
-
-    Atomic: Maven writes into a temp dir that is renamed into place only when complete, so an
-    interrupted download never leaves a half-filled cache. A lock file serialises concurrent
-    fetches (e.g. parallel test workers) so only one of them downloads.
-    """
-    libs = libs or kafka_libs_dir(kafka_version)
-    if _jars_present(libs, kafka_version):
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaStartError(
-            "Maven (`mvn`) is needed once to fetch the Kafka jars; "
-            "run scripts/ensure-system-deps.sh"
-        )
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    with open(libs.parent / ".fetch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _jars_present(libs, kafka_version):  # another process fetched while we waited
-            return libs
-        work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=libs.parent))
-        try:
-            (work / "pom.xml").write_text(_pom(kafka_version))
-            out = work / "libs"
-            cmd = [
-                mvn,
-                "-B",
-                "-q",
-                "-f",
-                str(work / "pom.xml"),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={out}",
-                "-DincludeScope=runtime",
-            ]
-            started = time.monotonic()
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-            except subprocess.TimeoutExpired as exc:
-                raise KafkaStartError(f"Maven did not finish within {timeout_s:.0f} s") from exc
-            if proc.returncode != 0 or not _jars_present(out, kafka_version):
-                raise KafkaStartError(
-                    f"fetching Kafka {kafka_version} jars with Maven failed "
-                    f"(exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
-                )
-            if libs.exists():  # a broken leftover (no broker jar): replace it
-                shutil.rmtree(libs)
-            out.rename(libs)
-            log.info(
-                "fetched Kafka %s jars into %s in %.1f s",
-                kafka_version,
-                libs,
-                time.monotonic() - started,
-            )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return libs
 
 
 def new_cluster_id() -> str:
@@ -241,7 +101,7 @@ class LocalKafka:
     # -- public -------------------------------------------------------------------------
 
     @property
-    def bootstrap(self) -> str:
+    def bootstrap_servers(self) -> str:
         """The PLAINTEXT listener as "127.0.0.1:PORT"; only valid while started."""
         if self._port is None:
             raise RuntimeError("LocalKafka is not started")
@@ -280,7 +140,7 @@ class LocalKafka:
                 try:
                     run_coro_sync(
                         lambda: wait_for_broker(
-                            self.bootstrap, self.start_timeout_s, give_up=self._exit_reason
+                            self.bootstrap_servers, self.start_timeout_s, give_up=self._exit_reason
                         )
                     )
                     break
@@ -300,7 +160,7 @@ class LocalKafka:
         log.info(
             "local Kafka %s ready at %s in %.1f s (data in %s)",
             self.kafka_version,
-            self.bootstrap,
+            self.bootstrap_servers,
             self.startup_seconds,
             self.data_dir,
         )
@@ -375,7 +235,7 @@ class LocalKafka:
     def _logging_options(self) -> list[str]:
         assert self.data_dir is not None
         # Console appender only: stdout/stderr of the JVM already go to server.log.
-        if _major(self.kafka_version) < 4:
+        if kafka_major(self.kafka_version) < 4:
             path = self.data_dir / "log4j.properties"
             path.write_text(
                 "log4j.rootLogger=INFO, stdout\n"
@@ -474,94 +334,3 @@ def _find_java() -> str:
             "no `java` found (JAVA_HOME or PATH); run scripts/ensure-system-deps.sh"
         )
     return java
-
-
-# -- process helpers (also used by postgres.py) --------------------------------------------
-
-T = TypeVar("T")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (the sockets are held together so they differ).
-
-    A small window remains between closing them and the server binding; the starters retry
-    on "address in use" for that reason.
-    """
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def death_signal_preexec(sig: signal.Signals) -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to send `sig` to the child when this process dies.
-
-    Keeps a broker or a database from outliving a test run killed hard (SIGKILL, OOM). Only
-    armed from the main thread: the kernel ties it to the *thread* that forked, so a child
-    started from a short-lived worker thread would be killed when that thread ends.
-    """
-    if not sys.platform.startswith("linux") or (
-        threading.current_thread() is not threading.main_thread()
-    ):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    parent = os.getpid()
-
-    def _arm() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), int(sig))
-
-    return _arm
-
-
-def stop_process_group(
-    proc: subprocess.Popen[bytes], timeout_s: float, sig: signal.Signals = signal.SIGTERM
-) -> None:
-    """Send `sig` to the child's process group, wait up to `timeout_s`, then SIGKILL it."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        if timeout_s > 0:
-            log.warning(
-                "pid %s ignored %s for %.0f s; sending SIGKILL", proc.pid, sig.name, timeout_s
-            )
-        # The leader is not reaped yet, so its group id cannot have been reused.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def log_tail(path: Path, lines: int = 40) -> str:
-    """The last `lines` lines of a log file, for error messages."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def run_coro_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion from sync code, on a helper thread with its own loop.
-
-    start()/stop() are sync (plain session fixtures, scripts) and may be called while this
-    thread runs, or has set, an event loop (pytest-asyncio, an async CLI); asyncio.run here
-    would fail, or reset that thread's current loop, so it never runs on the caller's thread.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidpipe-devstack") as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()

@@ -26,12 +26,8 @@ from typing import Any, Self
 
 import psycopg
 
-from vidpipe.dev.kafka import (
-    death_signal_preexec,
-    free_ports,
-    log_tail,
-    stop_process_group,
-)
+from vidpipe.cli.processes import stop_process_group
+from vidpipe.dev.processes import death_signal_preexec, free_ports, log_tail
 from vidpipe.errors import PostgresStartError
 
 __all__ = ["LocalPostgres", "PostgresBinaries", "PostgresStartError", "find_postgres_binaries"]

@@ -1,8 +1,10 @@
-"""The local stack behind `vidpipe up` and `vidpipe demo`: a broker, the emulator, every stage.
+"""The dev stack behind `vidpipe up` and `vidpipe demo`: a broker, the emulator, every stage.
 
 Each stage runs as its own OS process (`python -m vidpipe run NAME`), exactly as it would in
 production, so killing or scaling one never touches the others. The broker comes from
-VIDPIPE_KAFKA_BOOTSTRAP when set, else the design's resolution order (Docker, then local jars).
+VIDPIPE_KAFKA_BOOTSTRAP when set, else a Docker container, else local jars (vidpipe.dev).
+While it runs, `{state_dir}/up.json` records its broker address (read by every command through
+vidpipe.bus.address) and its processes (for `vidpipe down`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,75 +23,22 @@ from typing import Any
 import httpx
 
 from services.registry import STAGES
+from vidpipe.bus.address import DEV_STACK_STATE_FILE, RECORDED_BROKER_KEY
 from vidpipe.bus.admin import ensure_all_topics
-from vidpipe.dev import resolve_kafka
-from vidpipe.dev.kafka import free_ports, run_coro_sync, stop_process_group
+from vidpipe.cli.processes import ManagedProcess, stage_argv
+from vidpipe.dev.processes import free_ports, run_coro_sync
+from vidpipe.dev.servers import KafkaHandle, resolve_kafka
+from vidpipe.providers import configured_providers
 from vidpipe.settings import Settings
 
-__all__ = ["LocalStack", "ManagedProcess", "read_state", "stop_recorded_stack"]
-
-STATE_FILE = "up.json"
-
-
-class ManagedProcess:
-    """One child process in its own process group, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = dict(env)
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ManagedProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        try:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM (a graceful FastStream shutdown), SIGKILL after `timeout_s`."""
-        if self.proc is not None and self.proc.poll() is None:
-            stop_process_group(self.proc, timeout_s)
-
-    def kill(self) -> None:
-        """SIGKILL at once: a crash, as the chaos tests need it."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def service_argv(name: str) -> list[str]:
-    return [sys.executable, "-m", "vidpipe", "run", name]
+__all__ = ["DevStack", "read_state", "stop_recorded_stack"]
 
 
 @dataclass
-class LocalStack:
+class DevStack:
+    """The broker, the emulator (without provider keys) and the stages, started and stopped
+    together."""
+
     settings: Settings
     state_dir: Path = Path(".vidpipe")
     services: Iterable[str] = STAGES
@@ -101,25 +49,21 @@ class LocalStack:
 
     def __post_init__(self) -> None:
         self.processes: dict[str, ManagedProcess] = {}
-        self.bootstrap: str | None = None
+        self.bootstrap_servers: str | None = None
         self.emulator_url: str | None = None
-        self._kafka: Any = None
+        self._kafka: KafkaHandle | None = None
         self._env: dict[str, str] = {}
 
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
-    def start(self) -> LocalStack:
+    def start(self) -> DevStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_broker()
             self._env = self._child_env()
-            if (
-                self.emulator
-                if self.emulator is not None
-                else not self.settings.providers.configured()
-            ):
+            if self.emulator if self.emulator is not None else not configured_providers():
                 self._start_emulator()
             for name in self.services:
                 self.start_service(name)
@@ -132,7 +76,7 @@ class LocalStack:
     def start_service(self, name: str, instance: int = 0) -> ManagedProcess:
         key = name if instance == 0 else f"{name}.{instance}"
         process = ManagedProcess(
-            key, service_argv(name), self._env, self.logs_dir / f"{key}.log"
+            key, stage_argv(name), self._env, self.logs_dir / f"{key}.log"
         ).start()
         self.processes[key] = process
         return process
@@ -144,13 +88,13 @@ class LocalStack:
 
     def _start_broker(self) -> None:
         self._kafka = resolve_kafka(self.settings.kafka_bootstrap)
-        self.bootstrap = self._kafka.bootstrap
-        run_coro_sync(lambda: ensure_all_topics(self.settings, self.bootstrap or ""))
+        bootstrap_servers = self.bootstrap_servers = self._kafka.bootstrap_servers
+        run_coro_sync(lambda: ensure_all_topics(self.settings, bootstrap_servers))
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.extra_env)
-        env["VIDPIPE_KAFKA_BOOTSTRAP"] = self.bootstrap or ""
+        env["VIDPIPE_KAFKA_BOOTSTRAP"] = self.bootstrap_servers or ""
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -186,7 +130,7 @@ class LocalStack:
 
     def _write_state(self) -> None:
         state = {
-            "bootstrap": self.bootstrap,
+            RECORDED_BROKER_KEY: self.bootstrap_servers,
             "emulator_url": self.emulator_url,
             "database_url": self.settings.database_url_safe,
             "storage_url": self.settings.storage_url,
@@ -194,7 +138,7 @@ class LocalStack:
             "owner_pid": os.getpid(),
             "pids": {name: p.pid for name, p in self.processes.items()},
         }
-        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        (self.state_dir / DEV_STACK_STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def stop(self) -> None:
         # Stages first (they drain and commit), then the emulator, then the broker.
@@ -205,9 +149,9 @@ class LocalStack:
         if self._kafka is not None:
             self._kafka.stop()
             self._kafka = None
-        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        (self.state_dir / DEV_STACK_STATE_FILE).unlink(missing_ok=True)
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> DevStack:
         return self.start()
 
     def __exit__(self, *_exc: object) -> None:
@@ -228,7 +172,8 @@ def _wait_http(url: str, process: ManagedProcess, timeout_s: float = 30.0) -> No
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:
-    path = state_dir / STATE_FILE
+    """What a running `vidpipe up` recorded, or None."""
+    path = state_dir / DEV_STACK_STATE_FILE
     if not path.exists():
         return None
     data: dict[str, Any] = json.loads(path.read_text())
@@ -253,7 +198,7 @@ def stop_recorded_stack(state_dir: Path) -> list[str]:
         if _alive(int(pid)):
             os.killpg(int(pid), signal.SIGTERM)
             stopped.append(f"{name} (pid {pid})")
-    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    (state_dir / DEV_STACK_STATE_FILE).unlink(missing_ok=True)
     return stopped
 
 

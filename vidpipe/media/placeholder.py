@@ -1,6 +1,7 @@
 """Placeholder videos: a short stand-in MP4 shown while the real video cannot be had.
 
-Two looks, both a few seconds of H.264 (PyAV) with a caption band ("Video on its way"):
+Two looks, both a few seconds of H.264 (PyAV) with a caption band ("Video on its way", in the
+request's language: `vidpipe.policy.messages`):
 - with an input image: a slow pan and zoom over it (the "Ken Burns" effect);
 - without one, or when the image cannot be decoded: a title card showing the prompt.
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import io
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -23,25 +24,21 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from vidpipe.errors import PlaceholderImageError
 from vidpipe.media.sample import VIDEO_CODEC
+from vidpipe.policy.messages import Language, placeholder_caption
 
 __all__ = [
-    "CAPTIONS",
     "MAX_SIDE",
-    "Language",
     "PlaceholderImageError",
     "PlaceholderJob",
     "RenderedPlaceholder",
     "load_image",
-    "placeholder_language",
     "placeholder_size",
     "render_placeholder",
     "wrap_text",
 ]
 
-Language = Literal["en", "fr"]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
-CAPTIONS: dict[Language, str] = {"en": "Video on its way", "fr": "Vidéo en préparation"}
 #: The placeholder fits in a MAX_SIDE x MAX_SIDE box: it is a stand-in, small and quick to make.
 MAX_SIDE = 640
 _MIN_SIDE = 64
@@ -49,7 +46,6 @@ _MIN_SIDE = 64
 _MAX_SOURCE_PIXELS = 64_000_000
 # Only what netguard lets through, so no other (rarer, riskier) Pillow decoder ever runs.
 _IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
-_LANGUAGE_KEYS = frozenset({"lang", "language", "locale"})
 _MAX_PROMPT_CHARS = 600
 _ZOOM = 0.18  # the picture ends 18% closer than it starts
 _PAN = 0.6  # and drifts over 60% of the margin the zoom opens up
@@ -82,14 +78,6 @@ class RenderedPlaceholder:
     image_error: str | None = None
 
 
-def placeholder_language(metadata: Mapping[str, str] | None) -> Language:
-    """French when metadata `lang`, `language` or `locale` starts with "fr", else English."""
-    for key, value in (metadata or {}).items():
-        if key.lower() in _LANGUAGE_KEYS and value.strip().lower().startswith("fr"):
-            return "fr"
-    return "en"
-
-
 def _even(value: float) -> int:
     return max(_MIN_SIDE, min(MAX_SIDE, round(value / 2) * 2))
 
@@ -113,7 +101,7 @@ def render_placeholder(job: PlaceholderJob) -> RenderedPlaceholder:
         raise ValueError("seconds and fps must be positive")
     width, height = placeholder_size(job.size)
     total = max(2, round(job.seconds * job.fps))
-    caption = _drawable(CAPTIONS[job.language])
+    caption = _drawable(placeholder_caption(job.language))
     image_error: str | None = None
     if job.image is not None:
         try:
@@ -161,8 +149,9 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-# Scalable fonts with accented Latin (the French caption), found by name in the system font
-# folders. Without any of them, Pillow's bundled font is used, which only has ASCII glyphs.
+# Scalable fonts with accented Latin (the French and Spanish captions), found by name in the
+# system font folders. Without any of them, Pillow's bundled font is used, which only has ASCII
+# glyphs.
 _FONT_NAMES = (
     "DejaVuSans.ttf",
     "LiberationSans-Regular.ttf",

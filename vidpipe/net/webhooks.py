@@ -14,9 +14,9 @@ The key is the base64-decoded secret after its "whsec_" prefix, as OpenAI's vide
 delivery goes through `vidpipe.net.guard`: the URL is vetted (no loopback, private, link-local or
 metadata addresses unless `allow_private`, meant for tests and local development) and the
 connection is pinned to the vetted address. Redirects are never followed (a redirect is a failed
-delivery). Bodies sent and responses read are bounded. Retries (tenacity) cover 5xx, 429 (honouring
-Retry-After), timeouts and connection errors; other 4xx, redirects and certificate failures are
-final.
+delivery). Bodies sent and responses read are bounded. Retries (`vidpipe.net.retry`, the policy
+the provider clients use too) cover 5xx, 429 (honouring Retry-After), timeouts and connection
+errors; other 4xx, redirects and certificate failures are final.
 The secret never appears in a log line, an error, a repr or an event.
 """
 
@@ -32,14 +32,13 @@ import json
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 from pydantic import SecretStr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from schemas.events import derive_event_id
 from vidpipe.errors import (
@@ -48,7 +47,7 @@ from vidpipe.errors import (
     WebhookVerificationError,
 )
 from vidpipe.net.guard import Resolver, SafeTarget, resolve_safe
-from vidpipe.providers.http import parse_retry_after
+from vidpipe.net.retry import RetryPolicy, Sleep, parse_retry_after
 
 if TYPE_CHECKING:
     from vidpipe.settings import Settings
@@ -82,7 +81,6 @@ USER_AGENT: Final = "vidpipe-notifier/0.1 (Standard Webhooks)"
 _MIN_KEY_BYTES: Final = 16
 _DRAIN_TIMEOUT_S: Final = 2.0
 
-Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 SecretLike = str | SecretStr
 
@@ -211,6 +209,8 @@ class DeliveryResult:
 
 
 class _AttemptFailed(Exception):
+    """One failed attempt; `retryable` and `retry_after` are what the retry policy reads."""
+
     def __init__(
         self,
         reason: str,
@@ -224,10 +224,6 @@ class _AttemptFailed(Exception):
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, _AttemptFailed) and exc.retryable
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
@@ -278,9 +274,15 @@ class WebhookSender:
         self.timeout_s = timeout_s
         self.allow_private = allow_private
         self._resolver = resolver
-        self._sleep = sleep
-        self._backoff = wait_exponential_jitter(
-            initial=backoff_initial_s, max=backoff_max_s, jitter=backoff_initial_s
+        # Waiting happens inside a Kafka handler, so it is bounded: a receiver that asks for a
+        # longer pause than we are willing to hold a partition for gets a failed delivery instead.
+        self._retry = RetryPolicy(
+            attempts=attempts,
+            base_delay_s=backoff_initial_s,
+            max_delay_s=backoff_max_s,
+            max_total_wait_s=max_total_wait_s,
+            max_retry_after_s=max_retry_after_s,
+            sleep=sleep,
         )
         self.max_retry_after_s = max_retry_after_s
         self.max_total_wait_s = max_total_wait_s
@@ -319,15 +321,8 @@ class WebhookSender:
             made += 1
             return await self._attempt(target, made - 1, body, webhook_id)
 
-        retrying = AsyncRetrying(
-            sleep=self._sleep,
-            stop=self._stop,
-            wait=self._wait,
-            retry=retry_if_exception(_is_retryable),
-            reraise=True,
-        )
         try:
-            status: int = await retrying(attempt)
+            status = await self._retry.call(attempt)
         except _AttemptFailed as exc:
             reason = exc.reason
             if exc.retry_after is not None and exc.retry_after > self.max_retry_after_s:
@@ -402,21 +397,6 @@ class WebhookSender:
                 retry_after=parse_retry_after(response.headers),
             )
         raise _AttemptFailed(f"HTTP {status}", retryable=False, status=status)
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _AttemptFailed) and exc.retry_after is not None:
-            return exc.retry_after  # the receiver's word wins over our backoff
-        return float(self._backoff(state))
-
-    def _stop(self, state: RetryCallState) -> bool:
-        # Waiting happens inside a Kafka handler, so it is bounded: a receiver that asks for a
-        # longer pause than we are willing to hold a partition for gets a failed delivery instead.
-        if state.attempt_number >= self.attempts:
-            return True
-        if state.upcoming_sleep > self.max_retry_after_s:
-            return True
-        return state.idle_for + state.upcoming_sleep > self.max_total_wait_s
 
 
 def open_client(*, timeout_s: float = 30.0, ca_file: Path | None = None) -> httpx.AsyncClient:

@@ -1,9 +1,14 @@
-"""Operator tools for recovery: replay the records, redrive topics, reset groups, drain the DLQ.
+"""Operator tools for recovery, one module per operation:
+
+    records.py   rebuild `projects` from the `events` log        `vidpipe replay records`
+    redrive.py   re-publish a time window of a topic to itself   `vidpipe replay redrive`
+    offsets.py   read, wait for and move a group's offsets       `vidpipe replay reset`
+    dlq.py       list the dead letters, send them back           `vidpipe dlq list|redrive`
 
 Each tool is a plain async function taking explicit collaborators (bootstrap servers, topic
 names, engines) and returning a result dataclass; `vidpipe.cli.ops` only parses arguments, calls
-them and renders. This module holds what they share: time arguments, topic names, and reading a
-fixed window of a topic with a group-less consumer.
+them and renders. This package module holds what they share: time arguments, topic names, and
+reading a fixed window of a topic with a group-less consumer.
 """
 
 from __future__ import annotations
@@ -93,12 +98,12 @@ async def resolve_topic(admin: Any, name: str, prefix: str) -> str:
 
 
 @asynccontextmanager
-async def connected(bootstrap: str, client_id: str) -> AsyncIterator[tuple[Any, Any]]:
+async def connected(bootstrap_servers: str, client_id: str) -> AsyncIterator[tuple[Any, Any]]:
     """An admin client (metadata, groups) and a group-less reader, both started."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
     await admin.start()
     try:
-        reader = open_reader(bootstrap, client_id)
+        reader = open_reader(bootstrap_servers, client_id)
         await reader.start()
         try:
             yield admin, reader
@@ -108,10 +113,10 @@ async def connected(bootstrap: str, client_id: str) -> AsyncIterator[tuple[Any, 
         await admin.close()
 
 
-def open_reader(bootstrap: str, client_id: str) -> Any:
+def open_reader(bootstrap_servers: str, client_id: str) -> Any:
     """A consumer outside any group: it reads without committing, so no stage is disturbed."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        bootstrap_servers=bootstrap_servers,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

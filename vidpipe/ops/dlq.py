@@ -68,11 +68,11 @@ class DeadLetterEntry:
 
 
 async def read_dead_letters(
-    bootstrap: str, topic: str, *, progress: ProgressHook | None = None
+    bootstrap_servers: str, topic: str, *, progress: ProgressHook | None = None
 ) -> list[DeadLetterEntry]:
     """Every record of the dead-letter topic up to its end as of now, in (partition, offset)."""
     entries: list[DeadLetterEntry] = []
-    async with connected(bootstrap, "vidpipe-ops-dlq") as (admin, consumer):
+    async with connected(bootstrap_servers, "vidpipe-ops-dlq") as (admin, consumer):
         tps = await partitions_of(admin, topic)
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
@@ -107,7 +107,7 @@ class DlqListing:
 
 
 async def list_dead_letters(
-    bootstrap: str,
+    bootstrap_servers: str,
     topic: str,
     *,
     reason: str | None = None,
@@ -116,7 +116,7 @@ async def list_dead_letters(
     progress: ProgressHook | None = None,
 ) -> DlqListing:
     """The matching letters, oldest first; with `limit`, only the most recent `limit`."""
-    entries = await read_dead_letters(bootstrap, topic, progress=progress)
+    entries = await read_dead_letters(bootstrap_servers, topic, progress=progress)
     matching = sorted((e for e in entries if e.matches(reason, stage)), key=lambda e: e.when)
     shown = matching[-limit:] if limit else matching
     return DlqListing(
@@ -165,7 +165,7 @@ def _select(entries: Iterable[DeadLetterEntry], result: DlqRedrive) -> list[Dead
 
 
 async def redrive_dead_letters(
-    bootstrap: str,
+    bootstrap_servers: str,
     topic: str,
     *,
     reason: str | None = None,
@@ -176,7 +176,7 @@ async def redrive_dead_letters(
     """Send matching letters' original value and key back to their original topic."""
     started = time.monotonic()
     result = DlqRedrive(dry_run=dry_run)
-    entries = await read_dead_letters(bootstrap, topic)
+    entries = await read_dead_letters(bootstrap_servers, topic)
     result.scanned = len(entries)
     result.unreadable = sum(1 for e in entries if e.letter is None)
     matching = [e for e in entries if e.matches(reason, stage)]
@@ -184,12 +184,12 @@ async def redrive_dead_letters(
     chosen = _select(matching, result)
     # Never let a redrive create a topic by auto-creation: a letter naming a topic that is gone
     # is reported, not sent.
-    async with connected(bootstrap, "vidpipe-ops-dlq") as (admin, _reader):
+    async with connected(bootstrap_servers, "vidpipe-ops-dlq") as (admin, _reader):
         known = set(await admin.list_topics())
     producer: Any = None
     if not dry_run:
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+            bootstrap_servers=bootstrap_servers,
             acks="all",
             enable_idempotence=True,
             client_id="vidpipe-ops-dlq",

@@ -1,99 +1,110 @@
-"""Provider clients: thin, on plain httpx, one per wire protocol."""
+"""Provider clients: thin, on plain httpx, one per wire protocol, and the registry of them.
+
+Each provider module declares a `ProviderConfig` subclass (its name, environment variables, quota
+and client factory); adding a provider means writing its module and adding one line to
+`_REGISTRY`. The rest of vidpipe asks this module which providers are configured, what quota
+each has, and for their clients.
+"""
 
 from __future__ import annotations
 
 import httpx
 
 from vidpipe.errors import ConfigurationError
-from vidpipe.providers.azure_sora import AzureSoraClient
+from vidpipe.net.retry import NO_RETRY, RetryPolicy
+from vidpipe.providers.azure_sora import AzureSoraClient, AzureSoraConfig
 from vidpipe.providers.base import (
     InputImage,
     ProviderClient,
+    ProviderConfig,
     ProviderJob,
     VideoDownload,
     VideoSpec,
 )
-from vidpipe.providers.http import RetryPolicy
-from vidpipe.providers.openai_videos import OpenAIVideosClient
-from vidpipe.settings import ProviderSettings
+from vidpipe.providers.openai_videos import OpenAIVideosClient, OpenAIVideosConfig
 
 __all__ = [
+    "NO_RETRY",
     "PROVIDER_NAMES",
     "AzureSoraClient",
+    "AzureSoraConfig",
     "InputImage",
     "OpenAIVideosClient",
+    "OpenAIVideosConfig",
     "ProviderClient",
+    "ProviderConfig",
     "ProviderJob",
     "RetryPolicy",
     "VideoDownload",
     "VideoSpec",
     "build_provider",
+    "configured_providers",
+    "max_concurrent_jobs",
+    "open_providers",
+    "provider_config",
 ]
 
-PROVIDER_NAMES = ("azure-sora", "openai-videos")
+_REGISTRY: dict[str, type[ProviderConfig]] = {
+    AzureSoraConfig.name: AzureSoraConfig,
+    OpenAIVideosConfig.name: OpenAIVideosConfig,
+}
+
+PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def _config_type(name: str) -> type[ProviderConfig]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown provider {name!r}; known providers: {', '.join(PROVIDER_NAMES)}"
+        ) from None
+
+
+def provider_config(name: str) -> ProviderConfig:
+    """The settings of provider `name`, read from the environment now."""
+    return _config_type(name)()
+
+
+def configured_providers() -> list[str]:
+    """Names of the providers whose required settings (endpoint and key) are all set."""
+    return [name for name, config in _REGISTRY.items() if config().configured]
+
+
+def max_concurrent_jobs(name: str) -> int:
+    """How many jobs provider `name` may run at once for us; 1 for a provider vidpipe lacks."""
+    config = _REGISTRY.get(name)
+    return config().max_concurrent_jobs if config is not None else 1
 
 
 def build_provider(
     name: str,
-    settings: ProviderSettings,
+    config: ProviderConfig | None = None,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     timeout_s: float = 30.0,
     retry: RetryPolicy | None = None,
 ) -> ProviderClient:
-    """The client registered as `name`, configured from `settings`.
+    """The client registered as `name`, configured from `config` (default: the environment).
 
     Raises ConfigurationError, naming the settings to set, when the provider is unknown or has no
     endpoint or key; the message never includes a key.
     """
-    if name == "azure-sora":
-        missing = [
-            env
-            for env, value in (
-                ("VIDPIPE_AZURE_ENDPOINT", settings.azure_endpoint),
-                ("VIDPIPE_AZURE_API_KEY", settings.azure_api_key),
-            )
-            if not value
-        ]
-        if missing or settings.azure_endpoint is None or settings.azure_api_key is None:
-            raise ConfigurationError(
-                f"provider 'azure-sora' is not configured: set {_and(missing)}"
-            )
-        return AzureSoraClient(
-            endpoint=settings.azure_endpoint,
-            api_key=settings.azure_api_key,
-            deployment=settings.azure_deployment,
-            api_version=settings.azure_api_version,
-            transport=transport,
-            timeout_s=timeout_s,
-            retry=retry,
-        )
-    if name == "openai-videos":
-        missing = [
-            env
-            for env, value in (
-                ("VIDPIPE_OPENAI_BASE_URL", settings.openai_base_url),
-                ("VIDPIPE_OPENAI_API_KEY", settings.openai_api_key),
-            )
-            if not value
-        ]
-        if missing or settings.openai_base_url is None or settings.openai_api_key is None:
-            raise ConfigurationError(
-                f"provider 'openai-videos' is not configured: set {_and(missing)}"
-            )
-        return OpenAIVideosClient(
-            base_url=settings.openai_base_url,
-            api_key=settings.openai_api_key,
-            model=settings.openai_model,
-            auth_header=settings.openai_auth_header,
-            transport=transport,
-            timeout_s=timeout_s,
-            retry=retry,
-        )
-    raise ConfigurationError(
-        f"unknown provider {name!r}; known providers: {', '.join(PROVIDER_NAMES)}"
-    )
+    config_type = _config_type(name)
+    if config is None:
+        config = config_type()
+    elif not isinstance(config, config_type):
+        raise TypeError(f"provider {name!r} is configured by {config_type.__name__}")
+    return config.build(transport=transport, timeout_s=timeout_s, retry=retry)
 
 
-def _and(names: list[str]) -> str:
-    return " and ".join(names) if names else "its endpoint and key"
+def open_providers(
+    *, timeout_s: float = 30.0, retry: RetryPolicy | None = None
+) -> dict[str, ProviderClient]:
+    """A client for every configured provider (none is an error only at submit time)."""
+    clients: dict[str, ProviderClient] = {}
+    for name, config_type in _REGISTRY.items():
+        config = config_type()
+        if config.configured:
+            clients[name] = config.build(timeout_s=timeout_s, retry=retry)
+    return clients

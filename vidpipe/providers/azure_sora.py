@@ -1,25 +1,33 @@
-"""azure-sora: Azure OpenAI Sora 1 "video generation jobs" (preview), on plain httpx."""
+"""azure-sora: Azure OpenAI Sora 1 "video generation jobs" (preview): its client and settings."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from schemas.events import JobState
-from vidpipe.errors import (
-    ConfigurationError,
-    NotFound,
-    ProviderError,
+from vidpipe.errors import ConfigurationError, NotFound, ProviderError
+from vidpipe.net.retry import RetryPolicy
+from vidpipe.providers.base import ProviderConfig, ProviderJob, VideoDownload, VideoSpec
+from vidpipe.providers.download import stream_video
+from vidpipe.providers.error_mapping import parse_error_body, truncate
+from vidpipe.providers.http import (
+    build_async_client,
+    check_base_url,
+    endpoint_host,
+    multipart_parts,
+    path_segment,
+    request,
 )
-from vidpipe.providers import http as _http
-from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
+from vidpipe.providers.jobs import job_object, unix_to_datetime
 
-__all__ = ["AzureSoraClient"]
+__all__ = ["AzureSoraClient", "AzureSoraConfig"]
 
 _STATUS: dict[str, JobState] = {
     "preprocessing": "queued",
@@ -52,24 +60,24 @@ class AzureSoraClient:
         api_version: str = "preview",
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 30.0,
-        retry: _http.RetryPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         if not key:
             raise ConfigurationError("azure-sora: the API key is empty (VIDPIPE_AZURE_API_KEY)")
         if not deployment:
             raise ConfigurationError("azure-sora: no deployment name (VIDPIPE_AZURE_DEPLOYMENT)")
-        base = _http.check_base_url(endpoint, setting="VIDPIPE_AZURE_ENDPOINT")
+        base = check_base_url(endpoint, setting="VIDPIPE_AZURE_ENDPOINT")
         # Accept the resource root (documented form) or a URL that already ends in /openai/v1.
         for suffix in ("/openai/v1", "/openai"):
             if base.endswith(suffix):
                 base = base[: -len(suffix)]
                 break
-        self.endpoint_host = _http.endpoint_host(base)
+        self.endpoint_host = endpoint_host(base)
         self.deployment = deployment
         self._secrets = (key,)
-        self._retry = retry or _http.RetryPolicy()
-        self._client = _http.build_async_client(
+        self._retry = retry or RetryPolicy()
+        self._client = build_async_client(
             f"{base}/openai/v1/",
             headers={"api-key": key},
             params={"api-version": api_version},
@@ -99,7 +107,7 @@ class AzureSoraClient:
             form = {k: str(v) for k, v in fields.items()}
             form["inpaint_items"] = json.dumps(inpaint)
             kwargs = {
-                "files": _http.multipart_parts(
+                "files": multipart_parts(
                     form, [("files", (image.filename, image.data, image.content_type))]
                 )
             }
@@ -115,7 +123,7 @@ class AzureSoraClient:
         return self._job(response, "create_job", malformed_retryable=False)
 
     async def get_job(self, job_id: str) -> ProviderJob:
-        path = f"video/generations/jobs/{_http.path_segment(self.name, job_id)}"
+        path = f"video/generations/jobs/{path_segment(self.name, job_id)}"
 
         async def attempt() -> httpx.Response:
             return await self._send("GET", path, "get_job", None)
@@ -126,9 +134,9 @@ class AzureSoraClient:
     @asynccontextmanager
     async def download(self, job_id: str, generation_id: str) -> AsyncIterator[VideoDownload]:
         # No retry here: the caller retries the download alone, and never resubmits the job.
-        async with _http.stream_video(
+        async with stream_video(
             self._client,
-            f"video/generations/{_http.path_segment(self.name, generation_id)}/content/video",
+            f"video/generations/{path_segment(self.name, generation_id)}/content/video",
             params={"quality": "high"},
             provider=self.name,
             action="download",
@@ -147,7 +155,7 @@ class AzureSoraClient:
         def map_error(response: httpx.Response, content: bytes) -> ProviderError | None:
             return self._deployment_error(response, content, model)
 
-        return await _http.request(
+        return await request(
             self._client,
             method,
             path,
@@ -164,7 +172,7 @@ class AzureSoraClient:
         """A wrong deployment is a configuration error: say which one, terminally."""
         if response.status_code != 404:
             return None
-        body = _http.parse_error_body(content)
+        body = parse_error_body(content)
         message = (body.message or "").lower()
         if body.code != "DeploymentNotFound" and not (
             "deployment" in message and ("does not exist" in message or "not found" in message)
@@ -181,7 +189,7 @@ class AzureSoraClient:
     def _job(
         self, response: httpx.Response, action: str, *, malformed_retryable: bool
     ) -> ProviderJob:
-        data = _http.job_object(
+        data = job_object(
             response, self.name, action, "job", malformed_retryable=malformed_retryable
         )
         raw_status = str(data["status"])
@@ -195,7 +203,7 @@ class AzureSoraClient:
         if reason or status == "failed":
             failure_code = str(reason) if reason else "unknown"
             failure_message = _FAILURE_MESSAGES.get(
-                failure_code, f"the job {raw_status} (reason: {_http.truncate(failure_code, 80)})"
+                failure_code, f"the job {raw_status} (reason: {truncate(failure_code, 80)})"
             )
         model = data.get("model")
         return ProviderJob(
@@ -204,8 +212,47 @@ class AzureSoraClient:
             raw_status=raw_status,
             progress=None,
             generation_ids=generation_ids,
-            expires_at=_http.unix_to_datetime(data.get("expires_at")),
+            expires_at=unix_to_datetime(data.get("expires_at")),
             failure_code=failure_code,
             failure_message=failure_message,
             model=str(model) if model is not None else None,
+        )
+
+
+class AzureSoraConfig(ProviderConfig):
+    """azure-sora's settings: ``VIDPIPE_AZURE_*`` (endpoint and key also as ``AZURE_OPENAI_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDPIPE_AZURE_")
+
+    name: ClassVar[str] = AzureSoraClient.name
+    required: ClassVar[tuple[str, ...]] = ("endpoint", "api_key")
+
+    endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VIDPIPE_AZURE_ENDPOINT", "AZURE_OPENAI_ENDPOINT"),
+    )
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("VIDPIPE_AZURE_API_KEY", "AZURE_OPENAI_API_KEY")
+    )
+    deployment: str = "sora"
+    api_version: str = "preview"
+    max_concurrent_jobs: int = Field(default=2, ge=1)
+
+    def build(
+        self,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> AzureSoraClient:
+        if self.missing() or self.endpoint is None or self.api_key is None:
+            raise self.not_configured()
+        return AzureSoraClient(
+            endpoint=self.endpoint,
+            api_key=self.api_key,
+            deployment=self.deployment,
+            api_version=self.api_version,
+            transport=transport,
+            timeout_s=timeout_s,
+            retry=retry,
         )

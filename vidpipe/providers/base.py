@@ -1,23 +1,36 @@
-"""The small interface every provider client implements, and the types it speaks."""
+"""The small interface every provider client implements, the types it speaks, and its config.
+
+A provider module (`azure_sora`, `openai_videos`) holds a client class and a `ProviderConfig`
+subclass: the provider's registry name, the environment variables it reads, its concurrent-job
+quota and how to build its client. `vidpipe.providers` lists those configs, one line each.
+"""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
+
+import httpx
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import JobState
+from vidpipe.errors import ConfigurationError
+from vidpipe.net.images import InputImage
+from vidpipe.net.retry import RetryPolicy
 
-__all__ = ["InputImage", "ProviderClient", "ProviderJob", "VideoDownload", "VideoSpec"]
-
-
-@dataclass(frozen=True)
-class InputImage:
-    data: bytes
-    content_type: str  # image/jpeg, image/png or image/webp
-    filename: str = "input.png"
+__all__ = [
+    "InputImage",
+    "ProviderClient",
+    "ProviderConfig",
+    "ProviderJob",
+    "VideoDownload",
+    "VideoSpec",
+]
 
 
 @dataclass(frozen=True)
@@ -82,3 +95,57 @@ class ProviderClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ProviderConfig(BaseSettings):
+    """One provider's settings, read from its own environment variables, and its client factory.
+
+    A subclass sets `env_prefix` (e.g. ``VIDPIPE_AZURE_``), names the registry entry in `name`,
+    lists the fields without which the provider counts as not configured in `required`, and
+    implements `build`. Fields may be given by name (``endpoint=...``) or by environment name.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True)
+
+    #: The registry name, as requests and events spell it ("azure-sora").
+    name: ClassVar[str]
+    #: Fields that must be set (non-empty) for the provider to be configured.
+    required: ClassVar[tuple[str, ...]]
+
+    #: Jobs the provider runs at once for us (Azure's default quota is 2).
+    max_concurrent_jobs: int = Field(default=2, ge=1)
+
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        """The environment variable documented for `field_name` (its first alias)."""
+        alias = cls.model_fields[field_name].validation_alias
+        if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            return alias.choices[0]
+        if isinstance(alias, str):
+            return alias
+        return (str(cls.model_config.get("env_prefix", "")) + field_name).upper()
+
+    def missing(self) -> list[str]:
+        """Environment names of the required settings that are not set."""
+        # bool() is False for None, "" and an empty SecretStr alike.
+        return [self.env_name(f) for f in self.required if not getattr(self, f)]
+
+    @property
+    def configured(self) -> bool:
+        return not self.missing()
+
+    def not_configured(self) -> ConfigurationError:
+        """The error for building an unconfigured provider; it names settings, never values."""
+        missing = self.missing()
+        what = " and ".join(missing) if missing else "its endpoint and key"
+        return ConfigurationError(f"provider {self.name!r} is not configured: set {what}")
+
+    @abstractmethod
+    def build(
+        self,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> ProviderClient:
+        """The client these settings describe; ConfigurationError when they are incomplete."""

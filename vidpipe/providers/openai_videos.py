@@ -1,19 +1,32 @@
-"""openai-videos: the `/v1/videos` protocol (Azure Sora 2, OpenAI-compatible gateways), on httpx."""
+"""openai-videos: the `/v1/videos` protocol (Sora 2, OpenAI-style gateways): client, settings."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import ClassVar
 
 import httpx
-from pydantic import SecretStr
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 from schemas.events import JobState
 from vidpipe.errors import ConfigurationError
-from vidpipe.providers import http as _http
-from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
+from vidpipe.net.retry import RetryPolicy
+from vidpipe.providers.base import ProviderConfig, ProviderJob, VideoDownload, VideoSpec
+from vidpipe.providers.download import stream_video
+from vidpipe.providers.error_mapping import redact, truncate
+from vidpipe.providers.http import (
+    build_async_client,
+    check_base_url,
+    endpoint_host,
+    multipart_parts,
+    path_segment,
+    request,
+)
+from vidpipe.providers.jobs import job_object, unix_to_datetime
 
-__all__ = ["OpenAIVideosClient"]
+__all__ = ["OpenAIVideosClient", "OpenAIVideosConfig"]
 
 _STATUS: dict[str, JobState] = {
     "queued": "queued",
@@ -40,7 +53,7 @@ class OpenAIVideosClient:
         auth_header: str = "authorization",
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 30.0,
-        retry: _http.RetryPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         if not key:
@@ -53,12 +66,12 @@ class OpenAIVideosClient:
             raise ConfigurationError(
                 "openai-videos: VIDPIPE_OPENAI_AUTH_HEADER must be 'authorization' or 'api-key'"
             )
-        base = _http.check_base_url(base_url, setting="VIDPIPE_OPENAI_BASE_URL")
-        self.endpoint_host = _http.endpoint_host(base)
+        base = check_base_url(base_url, setting="VIDPIPE_OPENAI_BASE_URL")
+        self.endpoint_host = endpoint_host(base)
         self.model = model
         self._secrets = (key,)
-        self._retry = retry or _http.RetryPolicy()
-        self._client = _http.build_async_client(
+        self._retry = retry or RetryPolicy()
+        self._client = build_async_client(
             f"{base}/", headers=headers, transport=transport, timeout_s=timeout_s
         )
 
@@ -76,12 +89,12 @@ class OpenAIVideosClient:
         if spec.image is not None:
             image = spec.image
             files.append(("input_reference", (image.filename, image.data, image.content_type)))
-        parts = _http.multipart_parts(fields, files)
+        parts = multipart_parts(fields, files)
         # Built once: every retry re-sends the same Idempotency-Key.
         headers = {"Idempotency-Key": idempotency_key}
 
         async def attempt() -> httpx.Response:
-            return await _http.request(
+            return await request(
                 self._client,
                 "POST",
                 "videos",
@@ -96,10 +109,10 @@ class OpenAIVideosClient:
         return self._job(response, "create_job", malformed_retryable=False)
 
     async def get_job(self, job_id: str) -> ProviderJob:
-        path = f"videos/{_http.path_segment(self.name, job_id)}"
+        path = f"videos/{path_segment(self.name, job_id)}"
 
         async def attempt() -> httpx.Response:
-            return await _http.request(
+            return await request(
                 self._client,
                 "GET",
                 path,
@@ -115,8 +128,8 @@ class OpenAIVideosClient:
     async def download(self, job_id: str, generation_id: str) -> AsyncIterator[VideoDownload]:
         # The protocol has one video per job, whose id is the job id; prefer the generation id
         # we were handed, as that is what the job reported. No retry here: the caller retries.
-        video_id = _http.path_segment(self.name, generation_id or job_id)
-        async with _http.stream_video(
+        video_id = path_segment(self.name, generation_id or job_id)
+        async with stream_video(
             self._client,
             f"videos/{video_id}/content",
             params={"variant": "video"},
@@ -133,7 +146,7 @@ class OpenAIVideosClient:
     def _job(
         self, response: httpx.Response, action: str, *, malformed_retryable: bool
     ) -> ProviderJob:
-        data = _http.job_object(
+        data = job_object(
             response, self.name, action, "video", malformed_retryable=malformed_retryable
         )
         video_id = str(data["id"])
@@ -147,8 +160,8 @@ class OpenAIVideosClient:
         if isinstance(error, dict) and (error.get("code") or error.get("message")):
             failure_code = str(error.get("code") or "unknown")
             text = error.get("message")
-            failure_message = _http.truncate(
-                _http.redact(str(text), self._secrets) if text else f"the video {raw_status}"
+            failure_message = truncate(
+                redact(str(text), self._secrets) if text else f"the video {raw_status}"
             )
         elif status == "failed":
             failure_code, failure_message = "unknown", "the video failed without an error object"
@@ -159,7 +172,7 @@ class OpenAIVideosClient:
             raw_status=raw_status,
             progress=_progress(progress),
             generation_ids=[video_id] if status == "succeeded" else [],
-            expires_at=_http.unix_to_datetime(data.get("expires_at")),
+            expires_at=unix_to_datetime(data.get("expires_at")),
             failure_code=failure_code,
             failure_message=failure_message,
             poll_after_s=_poll_after(response.headers),
@@ -182,3 +195,41 @@ def _poll_after(headers: httpx.Headers) -> float | None:
     except ValueError:
         return None
     return millis / 1000.0 if millis >= 0 and millis != float("inf") else None
+
+
+class OpenAIVideosConfig(ProviderConfig):
+    """openai-videos' settings: ``VIDPIPE_OPENAI_*`` (base URL and key also as ``OPENAI_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDPIPE_OPENAI_")
+
+    name: ClassVar[str] = OpenAIVideosClient.name
+    required: ClassVar[tuple[str, ...]] = ("base_url", "api_key")
+
+    base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("VIDPIPE_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("VIDPIPE_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    auth_header: str = Field(default="authorization", pattern="^(authorization|api-key)$")
+    model: str = "sora-2"
+    max_concurrent_jobs: int = Field(default=2, ge=1)
+
+    def build(
+        self,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> OpenAIVideosClient:
+        if self.missing() or self.base_url is None or self.api_key is None:
+            raise self.not_configured()
+        return OpenAIVideosClient(
+            base_url=self.base_url,
+            api_key=self.api_key,
+            model=self.model,
+            auth_header=self.auth_header,
+            transport=transport,
+            timeout_s=timeout_s,
+            retry=retry,
+        )

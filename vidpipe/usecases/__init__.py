@@ -1,1 +1,4 @@
-"""vidpipe/usecases"""
+"""Steps with I/O that more than one stage takes, written once.
+
+fetch_video  a provider's video into storage (stat, download, validate, store) and its VideoStored
+"""

@@ -1,14 +1,17 @@
 """The one path from a provider's content endpoint into storage: streamed, validated, retried.
 
-The fetcher and the redownloader both store videos through `store_video`, so a video is checked
-the same way (status, content type, MP4 `ftyp` box, size) whoever fetched it.
+The fetcher and the redownloader both call `fetch_and_store`: look in storage first (a video
+already stored is announced again, never fetched again), else download and store it through
+`store_video`, and build the VideoStored. So a video is checked the same way (status, content
+type, MP4 `ftyp` box, size) and announced under the same event id whoever fetched it.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from tenacity import (
     AsyncRetrying,
@@ -18,10 +21,20 @@ from tenacity import (
 )
 
 from schemas.events import VideoStored, derive_event_id
+from vidpipe.errors import ProviderError
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import StoredObject, VideoStorage
 
-__all__ = ["DownloadPolicy", "real_video_stored", "store_video", "video_key"]
+__all__ = [
+    "DownloadPolicy",
+    "NoClient",
+    "Stored",
+    "VideoTarget",
+    "failure_code",
+    "fetch_and_store",
+    "store_video",
+    "video_key",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,73 @@ def video_key(request_id: str, index: int, generation_id: str) -> str:
         c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in generation_id
     )
     return f"{request_id}/{index}-{safe_generation}.mp4"
+
+
+@dataclass(frozen=True)
+class VideoTarget:
+    """One generated video of one request: where to fetch it and what caused the fetch."""
+
+    request_id: str
+    causation_id: uuid.UUID
+    provider: str
+    provider_job_id: str
+    generation_id: str
+    variant_index: int
+
+    @property
+    def key(self) -> str:
+        return video_key(self.request_id, self.variant_index, self.generation_id)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The video is in storage; `announcement` says so."""
+
+    announcement: VideoStored
+    object: StoredObject
+    #: False when it was already stored (a redelivery, or the other stage got there first).
+    fetched: bool
+
+
+@dataclass(frozen=True)
+class NoClient:
+    """Not in storage, and this process has no client for the target's provider."""
+
+    provider: str
+
+
+async def fetch_and_store(
+    target: VideoTarget,
+    *,
+    providers: Mapping[str, ProviderClient],
+    storage: VideoStorage,
+    policy: DownloadPolicy,
+    clock: Callable[[], datetime],
+) -> Stored | NoClient:
+    """Make sure `target` is stored, and say so. Raises the provider's error (a ProviderError)
+    when the provider will not hand the video over."""
+    key = target.key
+    found = await storage.stat(key)
+    if found is not None:
+        return Stored(_announcement(target, found, clock()), found, fetched=False)
+    client = providers.get(target.provider)
+    if client is None:
+        return NoClient(target.provider)
+    stored = await store_video(
+        client,
+        storage,
+        job_id=target.provider_job_id,
+        generation_id=target.generation_id,
+        key=key,
+        policy=policy,
+    )
+    return Stored(_announcement(target, stored, clock()), stored, fetched=True)
+
+
+def failure_code(error: ProviderError) -> str:
+    """The reason code a failed download is reported under: any error worth retrying is a
+    "transient_error", whatever its class; the others keep their own code."""
+    return "transient_error" if error.retryable else error.code
 
 
 async def store_video(
@@ -70,26 +150,18 @@ async def store_video(
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 
-def real_video_stored(
-    *,
-    request_id: str,
-    causation_id: uuid.UUID,
-    provider: str,
-    provider_job_id: str,
-    generation_id: str,
-    variant_index: int,
-    stored: StoredObject,
-) -> VideoStored:
-    """The event for a provider's video in storage. Its id depends only on the request and the
-    generation, so the fetcher and the redownloader announce one and the same event."""
+def _announcement(target: VideoTarget, stored: StoredObject, now: datetime) -> VideoStored:
+    # The id depends only on the request and the generation, so the fetcher and the
+    # redownloader announce one and the same event.
     return VideoStored(
-        event_id=derive_event_id(request_id, "VideoStored", generation_id, False),
-        request_id=request_id,
-        causation_id=causation_id,
-        provider=provider,
-        provider_job_id=provider_job_id,
-        generation_id=generation_id,
-        variant_index=variant_index,
+        event_id=derive_event_id(target.request_id, "VideoStored", target.generation_id, False),
+        occurred_at=now,
+        request_id=target.request_id,
+        causation_id=target.causation_id,
+        provider=target.provider,
+        provider_job_id=target.provider_job_id,
+        generation_id=target.generation_id,
+        variant_index=target.variant_index,
         storage_url=stored.url,
         size_bytes=stored.size_bytes,
         sha256=stored.sha256,

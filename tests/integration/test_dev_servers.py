@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg import sql
 
-from vidpipe.dev import ensure_topics
+from vidpipe.bus.admin import ensure_topics
 
 
 @pytest.mark.kafka

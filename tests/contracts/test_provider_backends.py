@@ -1,0 +1,161 @@
+"""The provider contract, run against both real clients over HTTP to the emulator, and the fake.
+
+The emulator (vidpipe.dev.emulator) serves both protocols on a loopback port inside the test's
+event loop; nothing is mocked on either side. Situations are arranged the way a user of the
+emulator would: prompt directives (`[emulator:rate_limit]`), a moderated word, a wrong key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.contracts.provider_contract import (
+    CreatesJobs,
+    ProviderContract,
+    ReportsContentPolicy,
+    ReportsRateLimits,
+    Situation,
+    StreamsVideos,
+    WalksJobsToSucceeded,
+)
+from tests.contracts.samples import fake_mp4
+from vidpipe.dev.emulator import EmulatorConfig, EmulatorServer
+from vidpipe.errors import ContentPolicyViolation, DownloadNotAvailable, RateLimited
+from vidpipe.net.retry import RetryPolicy
+from vidpipe.providers import (
+    AzureSoraConfig,
+    OpenAIVideosConfig,
+    ProviderClient,
+    ProviderConfig,
+    ProviderJob,
+    VideoSpec,
+    build_provider,
+)
+from vidpipe.testing import FakeProvider
+
+KEY = "emulator-contract-key-8c1d"
+WRONG_KEY = "wrong-key-that-must-not-leak-42"
+# 100x: the emulated ~7 s schedule takes ~70 ms of real time.
+TIME_SCALE = 100.0
+# The emulator refuses prompts with this word at create time (moderation_mode="reject").
+MODERATED_WORD = "forbidden"
+
+PROMPTS: dict[Situation, str] = {
+    "ok": "a lighthouse at dusk",
+    "bad_key": "a lighthouse at dusk",
+    "rate_limited": "a busy lighthouse [emulator:rate_limit]",
+    "content_policy": f"a {MODERATED_WORD} lighthouse",
+    "download_missing": "a lost lighthouse [emulator:download=missing]",
+}
+
+
+async def _no_wait(_seconds: float) -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+async def emulator() -> AsyncIterator[EmulatorServer]:
+    config = EmulatorConfig(
+        api_key=KEY,  # pydantic coerces str to SecretStr
+        time_scale=TIME_SCALE,
+        max_concurrent_jobs=None,
+        moderation_mode="reject",
+        moderation_words=[MODERATED_WORD],
+    )
+    async with EmulatorServer(config) as server:
+        yield server
+
+
+class EmulatorBackend:
+    """A real provider client, built by the registry, talking HTTP to the emulator."""
+
+    secrets = (KEY, WRONG_KEY)
+
+    def __init__(self, name: str, config: Callable[[str], ProviderConfig]) -> None:
+        self.name = name
+        self._config = config
+
+    @asynccontextmanager
+    async def client(self, situation: Situation = "ok") -> AsyncIterator[ProviderClient]:
+        config = self._config(WRONG_KEY if situation == "bad_key" else KEY)
+        # Retries are recorded, not waited: a rate-limited create must not slow the suite.
+        client = build_provider(
+            self.name, config, timeout_s=10.0, retry=RetryPolicy(sleep=_no_wait)
+        )
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    def spec(self, situation: Situation = "ok") -> VideoSpec:
+        # 1280x720 for 4 s is valid for both protocols.
+        return VideoSpec(prompt=PROMPTS[situation], width=1280, height=720, seconds=4)
+
+
+class TestAzureSoraOverEmulator(ProviderContract):
+    @pytest.fixture
+    def backend(self, emulator: EmulatorServer) -> EmulatorBackend:
+        return EmulatorBackend(
+            "azure-sora",
+            lambda key: AzureSoraConfig(endpoint=emulator.azure_endpoint, api_key=key),
+        )
+
+
+class TestOpenAIVideosOverEmulator(ProviderContract):
+    @pytest.fixture
+    def backend(self, emulator: EmulatorServer) -> EmulatorBackend:
+        return EmulatorBackend(
+            "openai-videos",
+            lambda key: OpenAIVideosConfig(base_url=emulator.openai_base_url, api_key=key),
+        )
+
+
+class FakeBackend:
+    """vidpipe.testing.FakeProvider, scripted for each situation."""
+
+    secrets: tuple[str, ...] = ()
+
+    @asynccontextmanager
+    async def client(self, situation: Situation = "ok") -> AsyncIterator[ProviderClient]:
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        fake = FakeProvider(
+            video=fake_mp4(),
+            statuses=[
+                ProviderJob(job_id="task_1", status="running", raw_status="running"),
+                ProviderJob(
+                    job_id="task_1",
+                    status="succeeded",
+                    raw_status="succeeded",
+                    generation_ids=["gen_1"],
+                    expires_at=expires,
+                ),
+            ],
+        )
+        if situation == "rate_limited":
+            fake.create_error = RateLimited("fake: slow down", status_code=429, retry_after=3.0)
+        elif situation == "content_policy":
+            fake.create_error = ContentPolicyViolation("fake: refused", status_code=400)
+        elif situation == "download_missing":
+            fake.download_errors = [DownloadNotAvailable("fake: gone", status_code=404)]
+        try:
+            yield fake
+        finally:
+            await fake.aclose()
+
+    def spec(self, situation: Situation = "ok") -> VideoSpec:
+        return VideoSpec(prompt=PROMPTS[situation])
+
+
+class TestFakeProvider(
+    CreatesJobs, WalksJobsToSucceeded, StreamsVideos, ReportsRateLimits, ReportsContentPolicy
+):
+    """Left out: RefusesUnknownJobs and RefusesBadKeys (the fake answers from its script and
+    holds no key, so there is no unknown job or wrong key to show)."""
+
+    @pytest.fixture
+    def backend(self) -> FakeBackend:
+        return FakeBackend()

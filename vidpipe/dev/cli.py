@@ -1,0 +1,241 @@
+"""The dev stack's commands: `vidpipe up`, `down`, `demo` and `emulator`.
+
+vidpipe/__main__.py adds them to the production commands when vidpipe.dev is installed (a
+checkout, the compose image); the wheel leaves this package out.
+
+vidpipe up          the whole dev stack, every stage its own process (Ctrl-C stops it)
+vidpipe down        stop what `vidpipe up` started
+vidpipe demo        up + sample requests + a live view + where the videos are
+vidpipe emulator    the provider emulator on its own
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from vidpipe.cli.context import CliContext, cli_context
+from vidpipe.cli.requests import follow_requests
+from vidpipe.providers import configured_providers
+
+if TYPE_CHECKING:
+    from vidpipe.dev.stack import DevStack
+
+__all__ = ["commands"]
+
+# Their own panel in `vidpipe --help`, so nobody mistakes them for production commands.
+_PANEL = "Dev stack"
+
+commands = typer.Typer()
+
+
+@commands.command(rich_help_panel=_PANEL)
+def up(
+    ctx: typer.Context,
+    emulator: Annotated[
+        bool | None,
+        typer.Option("--emulator/--no-emulator", help="Default: only without provider keys."),
+    ] = None,
+) -> None:
+    """Start the broker, the emulator (without provider keys) and every stage; Ctrl-C stops all."""
+    # The stack's modules are imported by the commands that use them: every other command
+    # (a stage's `vidpipe run`, say) starts without them.
+    from vidpipe.dev.stack import DevStack
+
+    cli = cli_context(ctx)
+    settings = cli.settings
+    stack = DevStack(settings, state_dir=settings.state_dir, emulator=emulator)
+    with cli.console.status("starting the dev stack…"):
+        stack.start()
+    _print_stack(cli, stack)
+    cli.console.print("[dim]Ctrl-C or `vidpipe down` stops everything.[/dim]")
+    try:
+        _wait_for_signal(cli, stack)
+    finally:
+        with cli.console.status("stopping…"):
+            stack.stop()
+        cli.console.print("stopped.")
+
+
+@commands.command(rich_help_panel=_PANEL)
+def down(ctx: typer.Context) -> None:
+    """Stop the stack a `vidpipe up` started."""
+    from vidpipe.dev.stack import stop_recorded_stack
+
+    cli = cli_context(ctx)
+    stopped = stop_recorded_stack(cli.settings.state_dir)
+    cli.console.print("stopped: " + ", ".join(stopped) if stopped else "nothing was running.")
+
+
+@commands.command(rich_help_panel=_PANEL)
+def demo(
+    ctx: typer.Context,
+    keep: Annotated[bool, typer.Option(help="Leave the stack running afterwards.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the samples.")] = 300,
+) -> None:
+    """Start the dev stack, send sample requests, follow them, show where the videos are."""
+    from vidpipe.bus.upstream import RequestPublisher, new_request
+    from vidpipe.dev.stack import DevStack
+
+    # The emulator's jobs take seconds; poll often and retry downloads soon so the demo moves.
+    # Set before the settings are first read.
+    os.environ.setdefault("VIDPIPE_POLL_INTERVAL_S", "1")
+    os.environ.setdefault("VIDPIPE_REDOWNLOAD_INITIAL_S", "2")
+    os.environ.setdefault("VIDPIPE_REDOWNLOAD_MAX_INTERVAL_S", "5")
+    cli = cli_context(ctx)
+    settings = cli.settings
+    stack = DevStack(settings, state_dir=settings.state_dir)
+    with cli.console.status("starting the dev stack (the first run fetches Kafka from Maven)…"):
+        stack.start()
+    _print_stack(cli, stack)
+    tag = time.strftime("%H%M%S")
+    samples = [
+        new_request(
+            "A paper boat drifting down a rainy street, cinematic",
+            request_id=f"demo-{tag}-boat",
+            provider="azure-sora",
+        ),
+        new_request(
+            "Time-lapse of a city skyline from dusk to night",
+            request_id=f"demo-{tag}-skyline",
+            provider="openai-videos",
+            size="1280x720",
+            seconds=4,
+        ),
+        new_request(
+            "A red fox trotting through fresh snow",
+            request_id=f"demo-{tag}-fox",
+            provider="azure-sora",
+            size="854x480",
+        ),
+        # The seed's situation: generated, but the download only appears 15 s later. The
+        # placeholder stands in at once, the notifier writes the message, the redownloader
+        # fetches the real video when it appears and it replaces the placeholder.
+        new_request(
+            "A lighthouse in a storm [emulator:download=delayed] [emulator:download_delay=15]",
+            request_id=f"demo-{tag}-lighthouse",
+            provider="azure-sora",
+            fallbacks=["placeholder", "notify", "retry"],
+            metadata={"lang": "fr"},
+        ),
+    ]
+    ok = False
+    try:
+
+        async def send() -> None:
+            async with RequestPublisher(
+                stack.bootstrap_servers or "", topic_prefix=settings.topic_prefix
+            ) as publisher:
+                for request in samples:
+                    await publisher.publish(request)
+
+        asyncio.run(send())
+        cli.console.print(f"sent {len(samples)} requests; following them…")
+        rows = asyncio.run(follow_requests(cli, [s.request_id for s in samples], timeout))
+        cli.console.print()
+        ok = _report_demo(cli, rows)
+    finally:
+        if keep:
+            cli.console.print("[dim]the stack keeps running; `vidpipe down` stops it[/dim]")
+            _wait_for_signal(cli, stack)
+        with cli.console.status("stopping the dev stack…"):
+            stack.stop()
+    if not ok:
+        raise typer.Exit(1)
+
+
+@commands.command(rich_help_panel=_PANEL)
+def emulator(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8089,
+    time_scale: Annotated[float, typer.Option(min=0.001, help="60 = a minute per second.")] = 1.0,
+    download: Annotated[
+        str, typer.Option(help="ok, missing, delayed, flaky or json_body (for every job).")
+    ] = "ok",
+) -> None:
+    """Serve the provider emulator (both protocols). Its key: VIDPIPE_EMULATOR_API_KEY."""
+    from vidpipe.dev.emulator.config import EmulatorConfig
+    from vidpipe.dev.emulator.server import serve
+
+    cli = cli_context(ctx)
+    key = os.environ.get("VIDPIPE_EMULATOR_API_KEY")
+    if not key:
+        raise cli.fail("set VIDPIPE_EMULATOR_API_KEY: the emulator checks keys like the real APIs")
+    try:
+        config = EmulatorConfig.model_validate(
+            {"api_key": key, "time_scale": time_scale, "download": download}
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise cli.fail(f"--{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    serve(config, host=host, port=port)
+
+
+def _wait_for_signal(cli: CliContext, stack: DevStack) -> None:
+    """Until SIGINT/SIGTERM, or until a process of the stack exits (then say which)."""
+    stop = False
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop:
+        dead = [n for n, p in stack.processes.items() if not p.running]
+        if dead:
+            cli.err.print(f"[red]{', '.join(dead)} exited; see {stack.logs_dir}[/red]")
+            return
+        time.sleep(0.5)
+
+
+def _print_stack(cli: CliContext, stack: DevStack) -> None:
+    settings = cli.settings
+    table = Table(title="vidpipe dev stack", show_header=False)
+    table.add_row("broker", str(stack.bootstrap_servers))
+    table.add_row(
+        "provider",
+        (stack.emulator_url and f"emulator at {stack.emulator_url}")
+        or ", ".join(configured_providers()),
+    )
+    table.add_row("database", settings.database_url_safe)
+    table.add_row("videos", settings.storage_url)
+    table.add_row("logs", str(stack.logs_dir))
+    for name, proc in stack.processes.items():
+        table.add_row(name, f"pid {proc.pid}")
+    cli.console.print(table)
+
+
+def _report_demo(cli: CliContext, rows: dict[str, Any]) -> bool:
+    """Each sample's video (size, frames, codec, path) or why it has none; True if all stored."""
+    from vidpipe.media.sample import probe_mp4
+
+    ok = True
+    for rid, row in rows.items():
+        url = row.get("output_image_url")
+        if row.get("status") != "stored" or not url:
+            cli.err.print(f"[red]{rid} ended {row.get('status')}: {row.get('error_message')}[/red]")
+            ok = False
+            continue
+        path = Path(url.removeprefix("file://"))
+        info = probe_mp4(path)
+        cli.console.print(
+            f"[green]{rid}[/green] {info['width']}x{info['height']}, {info['frames']} frames,"
+            f" {info['codec']}, opens in PyAV:",
+        )
+        cli.console.print(f"  {path}", soft_wrap=True, highlight=False)
+        if row.get("user_message"):
+            cli.console.print(f"  told the user: {row['user_message']}", soft_wrap=True)
+    cli.console.print(
+        f"records: {cli.settings.database_url_safe} (table `projects`; `vidpipe status`)"
+    )
+    return ok

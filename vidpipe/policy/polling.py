@@ -1,0 +1,229 @@
+"""The poller's decisions: what one status check announces, and when the next check is due.
+
+Pure: `first_check(submitted, schedule, now)` and `decide_check(due, seen, schedule, now)` take
+what happened (the job as the provider reported it, or the provider's error) and return a
+`PollOutcome`; the handler publishes its events and schedules its next check. Every event id is
+derived from the request and the step, so a check repeated after a crash decides the very same
+events, and consumers drop the copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from schemas.events import (
+    Event,
+    JobFailed,
+    JobProgressed,
+    JobState,
+    JobSubmitted,
+    JobSucceeded,
+    PollDue,
+    clip_message,
+    derive_event_id,
+)
+from vidpipe.errors import ProviderError, RetryableProviderError
+
+__all__ = [
+    "NotConfigured",
+    "ObservedJob",
+    "PollOutcome",
+    "PollSchedule",
+    "decide_check",
+    "first_check",
+    "poll_delay",
+]
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """How often a job is checked, and how many provider errors in a row it survives."""
+
+    interval_s: float = 5.0
+    max_interval_s: float = 60.0
+    #: Consecutive transient errors tolerated before the job is declared failed.
+    max_transient_errors: int = 30
+
+
+class ObservedJob(Protocol):
+    """A provider job as a status check saw it (`vidpipe.providers.base.ProviderJob` is one)."""
+
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def status(self) -> JobState: ...
+    @property
+    def raw_status(self) -> str: ...
+    @property
+    def progress(self) -> int | None: ...
+    @property
+    def generation_ids(self) -> list[str]: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def failure_code(self) -> str | None: ...
+    @property
+    def failure_message(self) -> str | None: ...
+    @property
+    def poll_after_s(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class NotConfigured:
+    """This process has no client for the check's provider: nothing was asked."""
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What a check decided: publish `events` (in order), then, unless the job ended, schedule
+    `next_check` in `delay_s` seconds."""
+
+    verdict: Literal["scheduled", "waiting", "succeeded", "failed", "transient_error"]
+    events: tuple[Event, ...] = ()
+    next_check: PollDue | None = None
+    delay_s: float = 0.0
+    #: The machine-readable cause of a failure or of a transient error.
+    reason_code: str | None = None
+
+
+def poll_delay(attempt: int, schedule: PollSchedule) -> float:
+    """Seconds before check `attempt + 1`: the interval, stretched slowly for long jobs, capped."""
+    stretch = 1.15 ** max(0, attempt - 10)
+    return float(min(schedule.max_interval_s, schedule.interval_s * stretch))
+
+
+def first_check(submitted: JobSubmitted, schedule: PollSchedule, now: datetime) -> PollOutcome:
+    """A submitted job's first status check, one interval from now."""
+    due = PollDue(
+        event_id=derive_event_id(submitted.request_id, "PollDue", submitted.provider_job_id, 0),
+        occurred_at=now,
+        request_id=submitted.request_id,
+        causation_id=submitted.event_id,
+        provider=submitted.provider,
+        provider_job_id=submitted.provider_job_id,
+        endpoint_host=submitted.endpoint_host,
+        last_status=submitted.status,
+        request=submitted.request,
+    )
+    return PollOutcome("scheduled", next_check=due, delay_s=schedule.interval_s)
+
+
+def decide_check(
+    due: PollDue,
+    seen: ObservedJob | ProviderError | NotConfigured,
+    schedule: PollSchedule,
+    now: datetime,
+) -> PollOutcome:
+    """What check `due` announces, given what the provider answered (`seen`)."""
+    if isinstance(seen, NotConfigured):
+        return _failed(
+            due,
+            "unknown_provider",
+            f"provider {due.provider!r} is not configured in this poller",
+            now,
+        )
+    if isinstance(seen, ProviderError):
+        return _after_error(due, seen, schedule, now)
+    if seen.status == "succeeded":
+        succeeded = JobSucceeded(
+            event_id=derive_event_id(due.request_id, "JobSucceeded", due.provider_job_id),
+            occurred_at=now,
+            request_id=due.request_id,
+            causation_id=due.event_id,
+            provider=due.provider,
+            provider_job_id=due.provider_job_id,
+            endpoint_host=due.endpoint_host,
+            # A provider that names no generations serves the video under the job's own id.
+            generation_ids=seen.generation_ids or [seen.job_id],
+            expires_at=seen.expires_at,
+            request=due.request,
+        )
+        return PollOutcome("succeeded", events=(succeeded,))
+    if seen.status in ("failed", "cancelled"):
+        return _failed(
+            due,
+            seen.failure_code or seen.status,
+            seen.failure_message or f"the provider reports the job {seen.raw_status}",
+            now,
+        )
+    # Still queued or running: news only when the status or the progress moved.
+    news: tuple[Event, ...] = ()
+    if (seen.raw_status, seen.progress) != (due.last_status, due.last_progress):
+        news = (_progressed(due, seen, now),)
+    return PollOutcome(
+        "waiting",
+        events=news,
+        next_check=_next(
+            due,
+            now,
+            last_status=seen.raw_status,
+            last_progress=seen.progress,
+            transient_errors=0,
+        ),
+        delay_s=seen.poll_after_s if seen.poll_after_s else poll_delay(due.attempt, schedule),
+    )
+
+
+def _after_error(
+    due: PollDue, error: ProviderError, schedule: PollSchedule, now: datetime
+) -> PollOutcome:
+    # Only the retryable class (429, 5xx, timeouts) waits for another check; the rest is final.
+    if not isinstance(error, RetryableProviderError):
+        return _failed(due, error.code, str(error), now)
+    errors = due.transient_errors + 1
+    if errors >= schedule.max_transient_errors:
+        return _failed(due, error.code, f"gave up after {errors} consecutive errors: {error}", now)
+    delay = poll_delay(due.attempt, schedule) if error.retry_after is None else error.retry_after
+    return PollOutcome(
+        "transient_error",
+        next_check=_next(due, now, transient_errors=errors),
+        delay_s=delay,
+        reason_code=error.code,
+    )
+
+
+def _next(due: PollDue, now: datetime, **changes: object) -> PollDue:
+    attempt = due.attempt + 1
+    return due.model_copy(
+        update={
+            "attempt": attempt,
+            "event_id": derive_event_id(due.request_id, "PollDue", due.provider_job_id, attempt),
+            "occurred_at": now,
+            "causation_id": due.event_id,
+            **changes,
+        }
+    )
+
+
+def _progressed(due: PollDue, job: ObservedJob, now: datetime) -> JobProgressed:
+    return JobProgressed(
+        event_id=derive_event_id(
+            due.request_id, "JobProgressed", due.provider_job_id, job.raw_status, job.progress
+        ),
+        occurred_at=now,
+        request_id=due.request_id,
+        causation_id=due.event_id,
+        provider=due.provider,
+        provider_job_id=due.provider_job_id,
+        endpoint_host=due.endpoint_host,
+        status=job.status,
+        provider_status=job.raw_status,
+        progress=job.progress,
+    )
+
+
+def _failed(due: PollDue, code: str, message: str, now: datetime) -> PollOutcome:
+    failed = JobFailed(
+        event_id=derive_event_id(due.request_id, "JobFailed", "poll", due.provider_job_id),
+        occurred_at=now,
+        request_id=due.request_id,
+        causation_id=due.event_id,
+        provider=due.provider,
+        provider_job_id=due.provider_job_id,
+        stage="poll",
+        reason_code=code,
+        message=clip_message(message),
+    )
+    return PollOutcome("failed", events=(failed,), reason_code=code)

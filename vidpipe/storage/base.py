@@ -1,0 +1,121 @@
+"""What a video store is: the `VideoStorage` interface, the key rules, and the validated copy.
+
+Every backend validates the bytes (`vidpipe.storage.validation`) while it receives them, through
+`validated_copy`, and leaves nothing new behind when anything goes wrong, so a stored object is
+always a complete, checked video.
+
+Keys are relative paths of ``[A-Za-z0-9._:/-]``, at most 512 characters, with no ``.``, ``..`` or
+empty segment and no leading ``/``; they may not end in ``.json`` or ``.tmp`` (the local folder's
+sidecars and temp files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol, runtime_checkable
+
+from vidpipe.storage.validation import Mp4StreamValidator, ValidatedVideo
+
+__all__ = ["WRITE_BATCH", "StoredObject", "VideoStorage", "validate_key", "validated_copy"]
+
+#: Writes are batched to this size: large enough that thread hand-offs are rare, small enough
+#: that memory stays flat whatever the video size.
+WRITE_BATCH = 1024 * 1024
+_KEY_RE = re.compile(r"[A-Za-z0-9._:/-]{1,512}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    url: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+
+
+@runtime_checkable
+class VideoStorage(Protocol):
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str,
+        max_bytes: int,
+        expected_length: int | None = None,
+    ) -> StoredObject:
+        """Store a video under `key` (replacing any previous one) after validating it.
+
+        `content_type` is what the download announced; it is checked, and the stored type is
+        derived from the file's ftyp brand. On any error nothing new is left behind.
+        """
+        ...
+
+    async def stat(self, key: str) -> StoredObject | None:
+        """What is stored under `key`, or None; lets a redelivered event skip a second upload."""
+        ...
+
+    def url_for(self, key: str) -> str: ...
+
+    async def open_local(self, key: str) -> Path | None:
+        """A local path to the stored file when the backend has one, else None."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it is a safe relative object key, else raise ValueError."""
+    if not _KEY_RE.fullmatch(key):
+        raise ValueError("storage key must be 1-512 characters of [A-Za-z0-9._:/-]")
+    # Segment-wise, so a request id such as "v1..2" stays usable while "../x" cannot escape.
+    if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError("storage key must be a relative path without '.', '..' or empty segments")
+    if key.endswith((".json", ".tmp")):
+        raise ValueError("storage key must not end in .json or .tmp")
+    return key
+
+
+class _BatchedWriter:
+    """Buffers small chunks and writes them to `file` off the event loop in ~1 MiB batches."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self._file = file
+        self._pending = bytearray()
+
+    async def write(self, chunk: bytes) -> None:
+        self._pending += chunk
+        if len(self._pending) >= WRITE_BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._pending:
+            data = bytes(self._pending)
+            self._pending.clear()
+            await asyncio.to_thread(self._file.write, data)
+
+
+async def validated_copy(
+    chunks: AsyncIterator[bytes],
+    file: IO[bytes],
+    *,
+    max_bytes: int,
+    expected_length: int | None,
+) -> ValidatedVideo:
+    """Copy `chunks` into `file`, validating each before it is written.
+
+    Raises InvalidVideo (VideoTooLarge, IncompleteVideo) as soon as the stream shows it; the
+    caller then discards `file`.
+    """
+    validator = Mp4StreamValidator(max_bytes=max_bytes, expected_length=expected_length)
+    writer = _BatchedWriter(file)
+    async for chunk in chunks:
+        validator.feed(chunk)  # raises before a bad or oversized chunk is written
+        await writer.write(chunk)
+    result = validator.finish()
+    await writer.flush()
+    return result
