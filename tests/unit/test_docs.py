@@ -87,3 +87,11 @@ def test_every_kernel_module_and_package_is_placed_in_a_layer() -> None:
             continue
         if entry.is_dir() or entry.suffix == ".py":
             assert f"vidpipe/{entry.name}" in described or f"{entry.name}" in described, entry
+
+
+def test_every_source_file_is_named_in_the_layers_table() -> None:
+    described = DOCS.joinpath("layers.md").read_text()
+    for package in ("vidpipe", "services", "schemas"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name != "__init__.py":
+                assert f"{path.name}`" in described, f"docs/layers.md never names {path}"

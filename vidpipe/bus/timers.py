@@ -27,14 +27,14 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from pydantic import ValidationError
 
-from schemas.events import DeadLetter, Timer
+from schemas.events import DeadLetter, Timer, utcnow
 from vidpipe.bus.deadletter import build_dead_letter
 
 __all__ = ["TimerRelay", "TimerScheduler"]
@@ -47,9 +47,16 @@ PublishRaw = Callable[[str, str, bytes], Awaitable[None]]
 class TimerScheduler:
     """Schedules timers for one stage."""
 
-    def __init__(self, timer_topic: str, publish_raw: PublishRaw) -> None:
+    def __init__(
+        self,
+        timer_topic: str,
+        publish_raw: PublishRaw,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.timer_topic = timer_topic
         self._publish_raw = publish_raw
+        self._clock = clock
 
     async def schedule(
         self,
@@ -64,7 +71,7 @@ class TimerScheduler:
         poll): if a crash makes a step run twice, the relay keeps one copy of the next timer."""
         timer = Timer(
             timer_id=timer_id or uuid.uuid4(),
-            due_at=datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s)),
+            due_at=self._clock() + timedelta(seconds=max(0.0, delay_s)),
             target_topic=target_topic,
             key=key,
             payload=payload,

@@ -12,10 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-__all__ = ["ManagedProcess", "stage_argv", "stop_process_group"]
+__all__ = ["ManagedProcess", "stage_argv", "stop_process_group", "wait_for_signal"]
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +100,22 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def wait_for_signal(keep_waiting: Callable[[], bool], *, interval_s: float = 0.5) -> bool:
+    """Block until SIGINT/SIGTERM arrives (True) or `keep_waiting()` turns false (False).
+
+    For commands that supervise child processes: the signal is taken over, so the caller stops
+    its children itself, in order, instead of dying before them.
+    """
+    signalled = False
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        nonlocal signalled
+        signalled = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not signalled and keep_waiting():
+        time.sleep(interval_s)
+    return signalled

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -13,7 +12,7 @@ from rich.table import Table
 
 from services.registry import CORE_STAGES, FALLBACK_STAGES, REGISTRY, STAGES, create_stage
 from vidpipe.cli.context import CliContext, cli_context
-from vidpipe.cli.processes import ManagedProcess, stage_argv
+from vidpipe.cli.processes import ManagedProcess, stage_argv, wait_for_signal
 from vidpipe.errors import ConfigurationError
 
 __all__ = ["commands"]
@@ -77,16 +76,8 @@ def _run_replicas(cli: CliContext, stage: str, replicas: int) -> None:
         f"pids {', '.join(str(p.pid) for p in processes)}; logs in {logs}"
     )
     stop = False
-
-    def on_signal(_sig: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        while not stop and any(p.running for p in processes):
-            time.sleep(0.5)
+        stop = wait_for_signal(lambda: any(p.running for p in processes))
     finally:
         for process in processes:
             process.stop()

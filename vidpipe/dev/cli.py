@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,6 +22,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from vidpipe.cli.context import CliContext, cli_context
+from vidpipe.cli.processes import wait_for_signal
 from vidpipe.cli.requests import follow_requests
 from vidpipe.providers import configured_providers
 
@@ -182,20 +182,13 @@ def emulator(
 
 def _wait_for_signal(cli: CliContext, stack: DevStack) -> None:
     """Until SIGINT/SIGTERM, or until a process of the stack exits (then say which)."""
-    stop = False
 
-    def on_signal(_sig: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
+    def all_running() -> bool:
+        return all(p.running for p in stack.processes.values())
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    while not stop:
+    if not wait_for_signal(all_running):
         dead = [n for n, p in stack.processes.items() if not p.running]
-        if dead:
-            cli.err.print(f"[red]{', '.join(dead)} exited; see {stack.logs_dir}[/red]")
-            return
-        time.sleep(0.5)
+        cli.err.print(f"[red]{', '.join(dead)} exited; see {stack.logs_dir}[/red]")
 
 
 def _print_stack(cli: CliContext, stack: DevStack) -> None:

@@ -20,13 +20,18 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from vidpipe.bus.admin import BrokerNotReadyError, wait_for_broker
 from vidpipe.cli.processes import stop_process_group
 from vidpipe.dev.jars import DEFAULT_KAFKA_VERSION, fetch_kafka_jars, kafka_major
-from vidpipe.dev.processes import death_signal_preexec, free_ports, log_tail, run_coro_sync
+from vidpipe.dev.processes import (
+    ServerProcess,
+    death_signal_preexec,
+    free_ports,
+    log_tail,
+    run_coro_sync,
+)
 from vidpipe.errors import KafkaStartError
 
 __all__ = ["DEFAULT_JVM_OPTIONS", "LocalKafka", "new_cluster_id"]
@@ -59,7 +64,7 @@ def new_cluster_id() -> str:
             return text
 
 
-class LocalKafka:
+class LocalKafka(ServerProcess):
     """A throwaway single-node KRaft Kafka on free loopback ports.
 
     Usage: `with LocalKafka() as kafka: use(kafka.bootstrap)` or `start()` / `stop()`.
@@ -112,10 +117,6 @@ class LocalKafka:
         if self.data_dir is None:
             raise RuntimeError("LocalKafka is not started")
         return self.data_dir / "server.log"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
         """Fetch jars if needed, format storage, launch the broker, wait until it answers."""
@@ -174,17 +175,6 @@ class LocalKafka:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir = None if not self.keep else self.data_dir
         self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ----------------------------------------------------------------------
 

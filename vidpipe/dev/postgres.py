@@ -21,13 +21,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import psycopg
 
 from vidpipe.cli.processes import stop_process_group
-from vidpipe.dev.processes import death_signal_preexec, free_ports, log_tail
+from vidpipe.dev.processes import ServerProcess, death_signal_preexec, free_ports, log_tail
 from vidpipe.errors import PostgresStartError
 
 __all__ = ["LocalPostgres", "PostgresBinaries", "PostgresStartError", "find_postgres_binaries"]
@@ -129,7 +128,7 @@ def _traversable_by_others(path: Path) -> bool:
     return True
 
 
-class LocalPostgres:
+class LocalPostgres(ServerProcess):
     """A throwaway PostgreSQL cluster; `url` is postgresql://postgres@127.0.0.1:PORT/vidpipe.
 
     Usage: `with LocalPostgres() as pg: use(pg.url)` or `start()` / `stop()`. Trust auth on
@@ -180,10 +179,6 @@ class LocalPostgres:
         if self.root is None:
             raise RuntimeError("LocalPostgres is not started")
         return self.root / "postgres.log"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
         """initdb, start the server, wait until it accepts connections, create `vidpipe`."""
@@ -254,17 +249,6 @@ class LocalPostgres:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
         self._port = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ----------------------------------------------------------------------
 

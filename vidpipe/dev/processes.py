@@ -12,14 +12,16 @@ import ctypes
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
-__all__ = ["death_signal_preexec", "free_ports", "log_tail", "run_coro_sync"]
+__all__ = ["ServerProcess", "death_signal_preexec", "free_ports", "log_tail", "run_coro_sync"]
 
 T = TypeVar("T")
 
@@ -87,3 +89,31 @@ def run_coro_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidpipe-dev") as pool:
         return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+class ServerProcess:
+    """A server the dev stack and the tests run as a child process (LocalKafka, LocalPostgres):
+    started once, usable as a context manager, stopped (process group and all) on the way out."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
