@@ -4,9 +4,10 @@ Streamed: `vidpipe.usecases.fetch_video.store_video` -> `LocalFolderStorage.put_
 what the fetcher and the redownloader run. Baseline: what a naive client does (and what httpx's
 `Response.aread()` does): collect every chunk, `b"".join` them, validate, write the file.
 
-The "video" is a real tiny MP4 from `render_sample_mp4` padded with filler to the target size, so
-it passes the same validation (ftyp box, announced length). It is produced chunk by chunk on the
-fly, so the source itself holds no more than one 64 KiB chunk.
+The "video" is a real tiny MP4 from `render_sample_mp4` followed by one `free` box of filler up to
+the target size, so it passes the same validation (box structure, a PyAV decode of the first
+frame, announced length). It is produced chunk by chunk on the fly, so the source itself holds no
+more than one 64 KiB chunk.
 
 Each measurement runs in a fresh subprocess that has done nothing else, so its heap holds no
 leftovers from earlier runs; peak RSS is read from VmHWM, reset just before the store (see
@@ -23,6 +24,7 @@ import json
 import os
 import resource
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -173,6 +175,8 @@ def _ru_maxrss_bytes() -> int:
 def _child(variant: Variant, size: int, head_path: Path, root: Path, trace: bool) -> dict[str, Any]:
     """One measurement; everything it needs is imported at module level, before "before"."""
     head = head_path.read_bytes()
+    # The filler is the payload of one `free` box, so the file's boxes add up to its size.
+    head += struct.pack(">I", size - len(head)) + b"free"
     provider = _SyntheticProvider(head, size)
     store = _store_streamed if variant == "streamed" else _store_buffered
     gc.collect()

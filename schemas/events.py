@@ -25,9 +25,10 @@ ordered within a topic.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     AnyUrl,
@@ -44,7 +45,9 @@ from pydantic import (
 __all__ = [
     "EVENT_TYPES",
     "MESSAGE_MAX_CHARS",
+    "PROVIDER_ID_MAX_CHARS",
     "PUBLIC_EVENTS",
+    "REQUEST_ID_MAX_CHARS",
     "DeadLetter",
     "DownloadGaveUp",
     "DownloadRetryScheduled",
@@ -58,6 +61,7 @@ __all__ = [
     "JobSubmitted",
     "JobSucceeded",
     "PollDue",
+    "ProviderId",
     "RedownloadDue",
     "RequestId",
     "RequestSnapshot",
@@ -66,6 +70,7 @@ __all__ = [
     "VideoStored",
     "clip_message",
     "derive_event_id",
+    "unstorable_text",
     "utcnow",
 ]
 
@@ -73,9 +78,33 @@ SCHEMA_VERSION = 1
 #: The longest human-readable `message` an event carries: the JSON Schemas' `maxLength`.
 MESSAGE_MAX_CHARS: Final = 2000
 
+#: The longest request id: the width of the records' `request_id` columns.
+REQUEST_ID_MAX_CHARS: Final = 128
+#: The longest id a provider may give a job or a generation: the width of the records' columns.
+PROVIDER_ID_MAX_CHARS: Final = 256
+
+# Request ids become Kafka keys, storage key segments and database keys: a safe set, and never
+# only dots ("." and ".." are not file names). The pattern needs no look-ahead, so every JSON
+# Schema validator and Pydantic's Rust regex read it alike.
 RequestId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=REQUEST_ID_MAX_CHARS,
+        pattern=r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$",
+    ),
 ]
+# Ids a provider chose (job ids, generation ids): sent back to it verbatim, so kept whole, but
+# bounded (the records' column width) and free of control characters; a file name derived from
+# one is hashed down to size (vidpipe.storage.base.key_segment).
+ProviderId = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=PROVIDER_ID_MAX_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
+ProviderName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
 HttpsUrl = Annotated[
     AnyUrl,
     UrlConstraints(allowed_schemes=["https"], max_length=2048),
@@ -104,11 +133,49 @@ def clip_message(text: str) -> str:
     return text[:MESSAGE_MAX_CHARS]
 
 
+# PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded as UTF-8 at all.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def unstorable_text(value: object, where: str = "value") -> str | None:
+    """Where `value` (a string, or strings inside lists and dicts, keys included) holds a
+    character PostgreSQL refuses in text (NUL, a lone surrogate): a field path such as
+    `metadata.lang`; None when there is none. Nested models answer for themselves."""
+    if isinstance(value, str):
+        return where if _UNSTORABLE.search(value) else None
+    if isinstance(value, list | tuple):
+        items: list[tuple[str, object]] = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    elif isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            items += [(f"{where} (a key)", key), (f"{where}.{key}", item)]
+    else:
+        return None
+    for path, item in items:
+        if found := unstorable_text(item, path):
+            return found
+    return None
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
-class Event(_Model):
+class _Recorded(_Model):
+    """A model whose text reaches the records: no string in it may hold a character PostgreSQL
+    refuses, so a message that passes the schema can always be stored."""
+
+    @model_validator(mode="after")
+    def _storable_text(self) -> Self:
+        for name, value in self:
+            if where := unstorable_text(value, name):
+                raise ValueError(
+                    f"{where} holds a character the records cannot store (NUL or a lone surrogate)"
+                )
+        return self
+
+
+class Event(_Recorded):
     """The envelope every event carries."""
 
     event_id: uuid.UUID = Field(description="Unique per event; the dedupe key.")
@@ -176,7 +243,7 @@ class GenerationRequested(Event):
         return int(self.size.split("x")[1])
 
 
-class RequestSnapshot(_Model):
+class RequestSnapshot(_Recorded):
     """What the fallbacks need to know of the original request, carried along the job's events
     (JobSubmitted -> JobSucceeded -> DownloadUnavailable) so no stage has to look it up."""
 
@@ -210,15 +277,17 @@ class RequestSnapshot(_Model):
 
 
 class _JobEvent(Event):
-    provider: str = Field(description="Provider name, e.g. azure-sora or openai-videos.")
-    provider_job_id: str
-    endpoint_host: str | None = Field(default=None, description="Provider endpoint host, no path.")
+    provider: ProviderName = Field(description="Provider name, e.g. azure-sora or openai-videos.")
+    provider_job_id: ProviderId
+    endpoint_host: ShortText | None = Field(
+        default=None, description="Provider endpoint host, no path."
+    )
 
 
 class JobSubmitted(_JobEvent):
     event_type: Literal["JobSubmitted"] = "JobSubmitted"
     request: RequestSnapshot | None = None
-    model: str | None = None
+    model: Annotated[str, StringConstraints(max_length=128)] | None = None
     status: JobState = "queued"
     expires_at: datetime | None = None
 
@@ -226,23 +295,23 @@ class JobSubmitted(_JobEvent):
 class JobProgressed(_JobEvent):
     event_type: Literal["JobProgressed"] = "JobProgressed"
     status: JobState
-    provider_status: str
+    provider_status: ShortText
     progress: int | None = Field(default=None, ge=0, le=100)
 
 
 class JobSucceeded(_JobEvent):
     event_type: Literal["JobSucceeded"] = "JobSucceeded"
     request: RequestSnapshot | None = None
-    generation_ids: list[str] = Field(min_length=1)
+    generation_ids: list[ProviderId] = Field(min_length=1, max_length=16)
     expires_at: datetime | None = None
 
 
 class JobFailed(Event):
     event_type: Literal["JobFailed"] = "JobFailed"
-    provider: str | None = None
-    provider_job_id: str | None = None
+    provider: ProviderName | None = None
+    provider_job_id: ProviderId | None = None
     stage: Literal["submit", "poll", "fetch"]
-    reason_code: str = Field(description="Machine-readable cause, e.g. output_moderation.")
+    reason_code: ShortText = Field(description="Machine-readable cause, e.g. output_moderation.")
     message: str = Field(
         max_length=MESSAGE_MAX_CHARS, description="Human-readable cause; never a secret."
     )
@@ -251,9 +320,11 @@ class JobFailed(Event):
 class DownloadUnavailable(_JobEvent):
     event_type: Literal["DownloadUnavailable"] = "DownloadUnavailable"
     request: RequestSnapshot | None = None
-    variant_index: int = Field(default=0, ge=0)
-    generation_id: str
-    reason_code: str = Field(description="not_found, invalid_content, transient_error, too_large…")
+    variant_index: int = Field(default=0, ge=0, lt=16)
+    generation_id: ProviderId
+    reason_code: ShortText = Field(
+        description="not_found, invalid_content, transient_error, too_large…"
+    )
     http_status: int | None = None
     message: str = Field(max_length=MESSAGE_MAX_CHARS)
     attempted_at: datetime
@@ -262,10 +333,10 @@ class DownloadUnavailable(_JobEvent):
 
 class VideoStored(Event):
     event_type: Literal["VideoStored"] = "VideoStored"
-    provider: str | None = None
-    provider_job_id: str | None = None
-    generation_id: str | None = None
-    variant_index: int = 0
+    provider: ProviderName | None = None
+    provider_job_id: ProviderId | None = None
+    generation_id: ProviderId | None = None
+    variant_index: int = Field(default=0, ge=0, lt=16)
     storage_url: str
     size_bytes: int = Field(ge=0)
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -277,10 +348,10 @@ class DownloadRetryScheduled(_JobEvent):
     """The redownloader will try the download again at `next_attempt_at`."""
 
     event_type: Literal["DownloadRetryScheduled"] = "DownloadRetryScheduled"
-    generation_id: str
+    generation_id: ProviderId
     attempt: int = Field(ge=1, description="The attempt this schedules (1 = first retry).")
     next_attempt_at: datetime
-    last_reason_code: str
+    last_reason_code: ShortText
     attempted_at: datetime | None = None
     expires_at: datetime | None = None
 
@@ -289,7 +360,7 @@ class DownloadGaveUp(_JobEvent):
     """The redownloader stopped: the asset expired, or the attempts ran out."""
 
     event_type: Literal["DownloadGaveUp"] = "DownloadGaveUp"
-    generation_id: str
+    generation_id: ProviderId
     reason_code: Literal["expired", "max_attempts"]
     attempts: int = Field(ge=0)
     message: str = Field(max_length=MESSAGE_MAX_CHARS)
@@ -319,8 +390,21 @@ class DeadLetter(_Model):
     original_partition: int
     original_offset: int
     original_key: str | None
-    original_value: str = Field(description="The original bytes, decoded as UTF-8 with escapes.")
+    original_value: str = Field(
+        description="The original bytes: UTF-8 text (invalid bytes escaped) or, when"
+        " `original_value_encoding` is base64, their base64; cut short when"
+        " `original_value_truncated`."
+    )
     original_timestamp_ms: int | None = None
+    # Added with the failure model; defaults keep older letters readable.
+    error_type: str | None = Field(default=None, description="The exception's class name.")
+    attempts: int = Field(default=1, ge=1, description="Deliveries tried before dead-lettering.")
+    original_value_encoding: Literal["utf-8", "base64"] = "utf-8"
+    original_value_truncated: bool = Field(
+        default=False, description="True when the value was cut to fit the broker's size limit."
+    )
+    original_size: int | None = Field(default=None, ge=0, description="Original value's bytes.")
+    original_sha256: str | None = Field(default=None, description="Original value's SHA-256 (hex).")
 
 
 class Timer(_Model):
@@ -338,11 +422,11 @@ class PollDue(Event):
     """One scheduled status check of a provider job (internal to the poller)."""
 
     event_type: Literal["PollDue"] = "PollDue"
-    provider: str
-    provider_job_id: str
-    endpoint_host: str | None = None
+    provider: ProviderName
+    provider_job_id: ProviderId
+    endpoint_host: ShortText | None = None
     attempt: int = Field(default=0, ge=0)
-    last_status: str | None = None
+    last_status: ShortText | None = None
     last_progress: int | None = None
     transient_errors: int = Field(default=0, ge=0)
     request: RequestSnapshot | None = None

@@ -18,12 +18,41 @@ from schemas.events import (
     VideoStored,
 )
 
-__all__ = ["DEFAULT_PREFIX", "TIMER_STAGES", "Topics"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "TIMER_STAGES",
+    "TIMER_TIERS_S",
+    "Topics",
+    "timer_tier_topic",
+    "timer_topics",
+]
 
 DEFAULT_PREFIX = "vidpipe."
 
 # The stages that keep durable timers: each owns `timers.<stage>` and `<stage>.due`.
 TIMER_STAGES: tuple[str, ...] = ("poller", "submitter", "redownloader")
+
+# The fixed delays of the timer tiers, in seconds: a timer waits in `timers.<stage>.<tier>` topics
+# whose every message comes out exactly `tier` seconds after it went in, so log order is release
+# order (docs/architecture.md#durable-timers). Shorter delays go to `timers.<stage>` itself.
+TIMER_TIERS_S: tuple[int, ...] = (1, 5, 30, 120, 600, 3600)
+
+
+def _tier_label(seconds: int) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def timer_tier_topic(timer_topic: str, tier_s: int) -> str:
+    """The topic of one delay tier of a timer topic: `timers.poller` + 30 -> `timers.poller.30s`."""
+    return f"{timer_topic}.{_tier_label(tier_s)}"
+
+
+def timer_topics(timer_topic: str) -> list[str]:
+    """A timer topic and its tier topics: everything a stage's timer relay reads."""
+    return [timer_topic, *(timer_tier_topic(timer_topic, tier) for tier in TIMER_TIERS_S)]
 
 
 @dataclass(frozen=True)
@@ -77,11 +106,16 @@ class Topics:
     def deadletter(self) -> str:
         return self._t("deadletter")
 
-    # Internal topics: a stage's durable timers (`timers.<stage>`) and where its relay releases
-    # them (`<stage>.due`, read by the same stage).
+    # Internal topics: a stage's durable timers (`timers.<stage>` and its tiers
+    # `timers.<stage>.<tier>`) and where its relay releases them (`<stage>.due`, read by the
+    # same stage).
     def timers(self, stage: str) -> str:
-        """Where a stage schedules its timers (its timer relay reads it)."""
+        """A stage's timer topic: its timers of less than a second, the base of its tier topics."""
         return self._t(f"timers.{stage}")
+
+    def timer_tiers(self, stage: str) -> list[str]:
+        """The stage's timer topic and its tier topics (its timer relay reads them all)."""
+        return timer_topics(self.timers(stage))
 
     def due(self, stage: str) -> str:
         """Where a stage's timers are released to, when due (the stage subscribes to it)."""
@@ -119,7 +153,9 @@ class Topics:
         ]
 
     def internal(self) -> list[str]:
-        return [topic for stage in TIMER_STAGES for topic in (self.timers(stage), self.due(stage))]
+        return [
+            topic for stage in TIMER_STAGES for topic in (*self.timer_tiers(stage), self.due(stage))
+        ]
 
     def all(self) -> list[str]:
         return self.public() + self.internal()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the system packages the dev stack and the tests need are present:
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres) for throwaway test clusters,
-#   - java + mvn to fetch and run the local Kafka broker.
+#   - java + mvn to fetch and run the local Kafka broker,
+#   - kcat (librdkafka), a non-Python producer the codec tests publish with.
 # Idempotent: installs only what is missing, and says what it did. Debian/Ubuntu (apt-get).
 # Needs root (or password-less sudo) only when something is missing.
 set -euo pipefail
@@ -31,6 +32,11 @@ if command -v mvn >/dev/null 2>&1; then
     log "mvn: present ($(mvn -v 2>/dev/null | head -n 1 | sed 's/\x1b\[[0-9;]*m//g'))"
 else
     missing+=(maven)
+fi
+if command -v kcat >/dev/null 2>&1; then
+    log "kcat: present ($(kcat -V 2>/dev/null | grep -m 1 '^Version' | sed 's/ (.*//'))"
+else
+    missing+=(kcat)
 fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then

@@ -24,6 +24,7 @@
         ├── RetryableProviderError      try again later (honour `retry_after` when set)
         │   ├── RateLimited             429
         │   └── ProviderUnavailable     5xx, timeouts, connection errors
+        │       └── CreateOutcomeUnknown  a create's answer was lost: reconcile, never re-send
         └── TerminalProviderError       retrying the same call cannot help
             ├── AuthenticationFailed    401 / 403
             ├── NotFound                404: wrong endpoint, deployment or id
@@ -47,6 +48,7 @@ __all__ = [
     "BrokerNotReadyError",
     "ConfigurationError",
     "ContentPolicyViolation",
+    "CreateOutcomeUnknown",
     "DevStackError",
     "DirectiveError",
     "DownloadNotAvailable",
@@ -207,6 +209,16 @@ class RateLimited(RetryableProviderError):
 
 class ProviderUnavailable(RetryableProviderError):
     code = "provider_unavailable"
+
+
+class CreateOutcomeUnknown(ProviderUnavailable):
+    """A create whose answer was lost (reset, read timeout): the provider may have the job.
+
+    Not re-sent by the client's own retry (`retryable` is False there): a blind re-send could
+    start a second paid job. The submitter waits and reconciles with the provider's job list."""
+
+    retryable = False
+    code = "create_outcome_unknown"
 
 
 class TerminalProviderError(ProviderError):

@@ -1,12 +1,16 @@
 """Configuration, from the environment only (prefix VIDPIPE_; a few standard provider names too).
 
-Secrets are `SecretStr`: they print as '**********' in reprs, logs and tracebacks.
+Secrets are `SecretStr`: they print as '**********' in reprs, logs and tracebacks. The repr masks
+every URL's user name, password and query string (the database URL's password above all), and
+validation errors never quote the value they refuse.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -14,12 +18,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import FallbackName
 from schemas.topics import DEFAULT_PREFIX, Topics
+from vidpipe.logs import redact
 
 __all__ = ["Settings"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VIDPIPE_", extra="ignore")
+    # Errors name the field, never its value: a refused database URL may hold a password.
+    model_config = SettingsConfigDict(
+        env_prefix="VIDPIPE_", extra="ignore", hide_input_in_errors=True
+    )
 
     # Kafka's bootstrap servers ("host:port[,host:port]"). Unset: the broker a running dev stack
     # (`vidpipe up`) recorded in `state_dir`, else an error (vidpipe.bus.address has the rule).
@@ -46,6 +54,8 @@ class Settings(BaseSettings):
     quota_wait_s: float = Field(default=5.0, gt=0)
     # Transient download errors the fetcher retries in place before reporting the download missing.
     download_attempts: int = Field(default=3, ge=1, le=10)
+    # One video's whole download (every attempt) must finish within this; a hit is transient.
+    download_deadline_s: float = Field(default=600.0, gt=0)
     max_video_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     max_input_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     # Only for local development against the emulator: lets input-image URLs reach loopback.
@@ -67,9 +77,23 @@ class Settings(BaseSettings):
     webhook_ca_file: Path | None = None
     webhook_attempts: int = Field(default=5, ge=1, le=20)
 
+    # SIGTERM: how long a stage lets in-flight handlers finish before it abandons them uncommitted.
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+
     log_level: str = "INFO"
     log_format: str = Field(default="console", pattern="^(console|json)$")
     metrics_port: int | None = None
+
+    # The failure model (docs/guarantees.md): deliveries a message gets when it fails for a reason
+    # of its own before it is dead-lettered; the back-off between deliveries (doubling, capped;
+    # world errors wait the same way, without bound); the largest dead letter written (the
+    # broker's default limit is 1 MiB: bigger values are cut, with their size and SHA-256);
+    # how often /readyz re-checks the broker and database.
+    handler_max_attempts: int = Field(default=5, ge=1, le=100)
+    handler_backoff_first_s: float = Field(default=0.2, gt=0)
+    handler_backoff_max_s: float = Field(default=10.0, gt=0)
+    deadletter_max_bytes: int = Field(default=900_000, ge=10_000)
+    health_interval_s: float = Field(default=5.0, gt=0)
 
     @field_validator("default_fallbacks")
     @classmethod
@@ -99,6 +123,11 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in {"file", "supabase"}:
             raise ValueError("storage_url must start with file:// or supabase://")
         return value
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr(), str() and rich all read this: every text value goes out redacted.
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if isinstance(value, str) else value
 
     @cached_property
     def topics(self) -> Topics:

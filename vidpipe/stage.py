@@ -32,13 +32,15 @@ import structlog
 from faststream import Context, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.middlewares import AckPolicy
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import Event
 from vidpipe.bus import KafkaPublisher, RedeliveryBackoff, TimerRelay, make_broker
 from vidpipe.bus.address import broker_address
 from vidpipe.bus.admin import ensure_all_topics
+from vidpipe.bus.health import HealthServer, StageHealth
 from vidpipe.db.tables import create_tables, open_engine
 from vidpipe.errors import StageWiringError
 from vidpipe.logs import configure_logging
@@ -78,6 +80,12 @@ class _Closable(Protocol):
 ClosableT = TypeVar("ClosableT", bound=_Closable)
 
 
+async def _select_one(engine: AsyncEngine) -> bool:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    return True
+
+
 def open_storage(settings: Settings) -> VideoStorage:
     return storage_from_url(settings.storage_url, base_dir=Path.cwd())
 
@@ -93,6 +101,8 @@ class Resources:
         self.stage = stage
         self.settings = settings
         self._stack = stack
+        #: The engines opened, so the stage's readiness probe can check the database.
+        self.engines: list[AsyncEngine] = []
 
     def closing(self, close: Close, what: str) -> None:
         """Call `close` when the stage stops. A failing close is logged; the others still run."""
@@ -126,6 +136,7 @@ class Resources:
         engine = await open_engine(self.settings.database_url, create=False)
         self.closing(engine.dispose, "database engine")
         await create_tables(engine)
+        self.engines.append(engine)
         return engine
 
     def image_fetcher(self) -> InputImageFetcher:
@@ -158,7 +169,17 @@ class Stage:
         self.timers = timers
         self.metrics = CollectorRegistry()
         #: Failed deliveries of this stage's messages, and the wait before each comes again.
-        self.backoff = RedeliveryBackoff()
+        self.backoff = RedeliveryBackoff(
+            first_s=settings.handler_backoff_first_s,
+            max_s=settings.handler_backoff_max_s,
+            max_attempts=settings.handler_max_attempts,
+        )
+        #: What /readyz and /healthz report (served on the metrics port).
+        self.health = StageHealth(
+            name, registry=self.metrics, probe_interval_s=settings.health_interval_s
+        )
+        #: The port /healthz, /readyz and the metrics are served on, once the stage runs.
+        self.health_port: int | None = None
         self.broker: KafkaBroker
         self.publisher: KafkaPublisher
         self.broker, self.publisher = make_broker(
@@ -168,6 +189,9 @@ class Stage:
             publishes=publishes,
             registry=self.metrics,
             backoff=self.backoff,
+            health=self.health,
+            max_letter_bytes=settings.deadletter_max_bytes,
+            graceful_timeout_s=settings.shutdown_timeout_s,
         )
         self.relay: TimerRelay | None = None
         self._deps_factory: DepsFactory[Any] | None = None
@@ -214,26 +238,55 @@ class Stage:
             resources = Resources(self.name, self.settings, stack)
             self._resources = resources
             stack.callback(self._forget_resources)
-            if self.settings.metrics_port:
+            if self.settings.metrics_port is not None:
                 self._serve_metrics(resources, self.settings.metrics_port)
             if self._deps_factory is not None:
                 deps = await self._deps_factory(resources)
                 self.app.context.set_global(DEPS, deps)
                 stack.callback(self.app.context.reset_global, DEPS)
+            probe = asyncio.create_task(self._probe_forever(resources), name="health-probe")
+
+            async def stop_probe() -> None:
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
+
+            stack.push_async_callback(stop_probe)
             yield
 
     def _forget_resources(self) -> None:
         self._resources = None
 
     def _serve_metrics(self, resources: Resources, port: int) -> None:
-        server, _thread = start_http_server(port, addr="0.0.0.0", registry=self.metrics)  # noqa: S104
+        """Metrics, /healthz and /readyz on `port` (0: any free port, see `health_port`)."""
+        server = HealthServer(self.health, self.metrics, port)
+        server.start()
+        self.health_port = server.port
 
         async def stop() -> None:
             # shutdown() waits for the serving thread's loop to notice: not on the event loop.
-            await asyncio.to_thread(server.shutdown)
-            server.server_close()
+            await asyncio.to_thread(server.stop)
 
         resources.closing(stop, "metrics server")
+
+    async def _probe_forever(self, resources: Resources) -> None:
+        """Check the broker and the database every `health_interval_s`, for /readyz."""
+        interval = self.settings.health_interval_s
+        while True:
+            broker_ok = await self._probe(self.broker.ping(timeout=max(1.0, interval)))
+            checks = [await self._probe(_select_one(engine)) for engine in resources.engines]
+            database_ok = all(checks) if checks else None
+            self.health.probed(broker_ok=broker_ok, database_ok=database_ok)
+            await asyncio.sleep(interval)
+
+    async def _probe(self, check: Awaitable[bool]) -> bool:
+        try:
+            # At least a second: a broker round trip may take longer than a short interval.
+            async with asyncio.timeout(max(1.0, self.settings.health_interval_s)):
+                return await check
+        except Exception as exc:  # any failure of a probe means "not reachable", nothing more
+            log.debug("health_probe_failed", stage=self.name, error=type(exc).__name__)
+            return False
 
     async def _ensure_topics(self) -> None:
         report = await ensure_all_topics(self.settings, self.bootstrap_servers)

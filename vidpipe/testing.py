@@ -16,9 +16,10 @@ import base64
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ import httpx
 from pydantic import SecretStr
 
 from schemas.events import Event
-from vidpipe.errors import ProviderError
+from vidpipe.errors import CreateOutcomeUnknown, ProviderError
 from vidpipe.providers.base import ProviderJob, VideoDownload, VideoSpec
 from vidpipe.storage import DEFAULT_BUCKET, StoredObject, SupabaseStorage, validate_key
 from vidpipe.storage.base import validated_copy
-from vidpipe.storage.validation import check_content_type
+from vidpipe.storage.validation import check_content_type, check_playable
 
 __all__ = [
     "FakeProvider",
@@ -45,7 +46,9 @@ __all__ = [
 class FakeProvider:
     """A `ProviderClient` that answers from a script.
 
-    `create_job` records the call and answers a queued job (or raises `create_error`); `get_job`
+    `create_job` records the call and answers a queued job (or raises `create_error`); while
+    `lose_create_answers` is above 0 it creates the job and raises `CreateOutcomeUnknown`, as a
+    lost answer would; `list_jobs` lists every job created, with what it was asked for; `get_job`
     answers the next entry of `statuses` (raising it if it is an error); `download` streams
     `video` in 1000-byte chunks, unless `download_errors` has an error left to raise.
     """
@@ -58,12 +61,36 @@ class FakeProvider:
     video: bytes = b""
     download_errors: list[ProviderError] = field(default_factory=list)
     downloads: int = 0
+    lose_create_answers: int = 0
+    jobs: list[ProviderJob] = field(default_factory=list)
+    list_calls: list[datetime] = field(default_factory=list)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     async def create_job(self, spec: VideoSpec, *, idempotency_key: str) -> ProviderJob:
         self.created.append((spec, idempotency_key))
         if self.create_error is not None:
             raise self.create_error
-        return ProviderJob(job_id=f"task_{len(self.created)}", status="queued", raw_status="queued")
+        job = ProviderJob(
+            job_id=f"task_{len(self.created)}",
+            status="queued",
+            raw_status="queued",
+            created_at=self.clock(),
+            prompt=spec.prompt,
+            width=spec.width,
+            height=spec.height,
+            seconds=spec.seconds,
+        )
+        self.jobs.append(job)
+        if self.lose_create_answers > 0:
+            self.lose_create_answers -= 1
+            raise CreateOutcomeUnknown("fake: the answer to the create was lost")
+        return job
+
+    async def list_jobs(self, since: datetime) -> list[ProviderJob]:
+        self.list_calls.append(since)
+        return [
+            job for job in reversed(self.jobs) if job.created_at is None or job.created_at >= since
+        ]
 
     async def get_job(self, job_id: str) -> ProviderJob:
         item = self.statuses.pop(0)
@@ -146,6 +173,8 @@ class MemoryStorage:
         video = await validated_copy(
             chunks, buffer, max_bytes=max_bytes, expected_length=expected_length
         )
+        buffer.seek(0)
+        await check_playable(buffer)  # as the real backends do, before the video is kept
         stored = StoredObject(
             key=key,
             url=url,

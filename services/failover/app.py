@@ -27,16 +27,14 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             when=settings.failover_when,
         )
 
-    trigger = (
-        topics.download_unavailable
-        if settings.failover_when == "immediate"
-        else topics.download_gaveup
-    )
+    # Both triggers, whatever the timing: which one a request's failover acts on depends on its
+    # policy too (`vidpipe.policy.fallbacks.failover_acts`), and the handler asks.
+    @stage.subscriber(topics.download_unavailable)
+    async def on_unavailable(event: DownloadUnavailable, deps: Deps[FailoverDeps]) -> None:
+        await handle_trigger(event, deps)
 
-    @stage.subscriber(trigger)
-    async def on_trigger(
-        event: DownloadUnavailable | DownloadGaveUp, deps: Deps[FailoverDeps]
-    ) -> None:
+    @stage.subscriber(topics.download_gaveup)
+    async def on_gave_up(event: DownloadGaveUp, deps: Deps[FailoverDeps]) -> None:
         await handle_trigger(event, deps)
 
     return stage

@@ -1,9 +1,13 @@
 """Failover: resubmits a request whose video cannot be had to another provider.
 
-Reads:   {prefix}download.unavailable   DownloadUnavailable (when VIDPIPE_FAILOVER_WHEN=immediate)
-         {prefix}download.gaveup        DownloadGaveUp      (when VIDPIPE_FAILOVER_WHEN=after_retry)
+Reads:   {prefix}download.unavailable   DownloadUnavailable
+         {prefix}download.gaveup        DownloadGaveUp
 Writes:  {prefix}generation.requested   GenerationRequested for a child request, with
                                         `parent_request_id` set and the alternate provider
+
+Which of the two triggers a request's failover acts on is `vidpipe.policy.fallbacks.failover_acts`:
+`DownloadGaveUp` with VIDPIPE_FAILOVER_WHEN=after_retry when the policy retries, else
+`DownloadUnavailable` (a policy without `retry` never gets a `DownloadGaveUp` to wait for).
 
 At most once per lineage: a request that is itself a failover child is never failed over again,
 and the child's request id is derived from the parent's, so a redelivered trigger re-publishes
@@ -28,7 +32,7 @@ from schemas.events import (
     utcnow,
 )
 from vidpipe.bus import Publisher
-from vidpipe.policy.fallbacks import applies, policy
+from vidpipe.policy.fallbacks import FailoverTrigger, failover_acts, policy
 
 __all__ = ["FailoverDeps", "child_request_id", "handle_trigger"]
 
@@ -57,11 +61,15 @@ def child_request_id(parent: str) -> str:
 
 async def handle_trigger(event: DownloadUnavailable | DownloadGaveUp, deps: FailoverDeps) -> None:
     logger = log.bind(request_id=event.request_id, trigger=event.event_type)
-    wanted = "immediate" if isinstance(event, DownloadUnavailable) else "after_retry"
-    if deps.when != wanted:
-        return
-    if not applies("failover", event.request, deps.default_fallbacks):
+    fallbacks = policy(event.request, deps.default_fallbacks)
+    if "failover" not in fallbacks:
         logger.info("policy_excludes", fallback="failover")
+        return
+    trigger: FailoverTrigger = (
+        "unavailable" if isinstance(event, DownloadUnavailable) else "gave_up"
+    )
+    if not failover_acts(fallbacks, deps.when, trigger):
+        # The other trigger of this request is the one (see failover_acts).
         return
     request = event.request
     if request is None:
@@ -91,7 +99,7 @@ async def handle_trigger(event: DownloadUnavailable | DownloadGaveUp, deps: Fail
             variants=request.variants,
             provider=alternate,
             model=None,  # a deployment name of one provider means nothing to another
-            fallbacks=[f for f in policy(request, deps.default_fallbacks) if f != "failover"],
+            fallbacks=[f for f in fallbacks if f != "failover"],
             callback_url=request.callback_url,
             metadata=request.metadata,
             parent_request_id=event.request_id,

@@ -26,7 +26,9 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             storage=resources.storage(),
             publisher=stage.publisher,
             download=DownloadPolicy(
-                max_bytes=settings.max_video_bytes, attempts=settings.download_attempts
+                max_bytes=settings.max_video_bytes,
+                attempts=settings.download_attempts,
+                deadline_s=settings.download_deadline_s,
             ),
         )
 

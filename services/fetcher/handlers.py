@@ -8,7 +8,8 @@ Writes:  {prefix}video.stored           VideoStored (placeholder=false), one per
 Rules (from what real users tripped on):
 - Retry the *download* on its own, a few times with backoff; never resubmit the job.
 - Stream into storage: memory does not grow with the video's size.
-- Check status, content type and the MP4 `ftyp` box before anything is stored under its name.
+- Check status, content type and the whole MP4 (box structure while streaming, then a decoded
+  first frame) before anything is stored under its name.
 - Idempotent: a video already stored under its key is announced again, not fetched again.
 """
 

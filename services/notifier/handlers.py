@@ -59,7 +59,12 @@ class NotifierDeps:
 def build_notice(
     event: DownloadUnavailable, *, webhook_id: str, message: str, language: str
 ) -> dict[str, Any]:
-    """The webhook's JSON body. Built only from the event, so a redelivery sends the same bytes."""
+    """The webhook's JSON body. Built only from the event, so a redelivery sends the same bytes.
+
+    Every text is cut to the event's own bound (the message to MESSAGE_MAX_CHARS, the language to
+    16), so even a maximal event makes a notice of about 18 KB at worst (every character escaped
+    as "\\u00XX"), under MAX_BODY_BYTES; `encode_body` enforces the bound whatever the payload.
+    """
     return {
         "id": webhook_id,
         "type": WEBHOOK_TYPE,
@@ -70,8 +75,8 @@ def build_notice(
             "provider_job_id": event.provider_job_id,
             "generation_id": event.generation_id,
             "reason_code": event.reason_code,
-            "message": message,
-            "language": language,
+            "message": clip_message(message),
+            "language": language[:16],
             "expires_at": event.expires_at.isoformat() if event.expires_at else None,
         },
     }
@@ -122,7 +127,8 @@ async def handle_download_unavailable(event: DownloadUnavailable, deps: Notifier
         return
 
     body = encode_body(
-        build_notice(event, webhook_id=webhook_id, message=message, language=language)
+        build_notice(event, webhook_id=webhook_id, message=message, language=language),
+        max_bytes=deps.webhooks.max_body_bytes,
     )
     result = await deps.webhooks.deliver(request.callback_url, body, webhook_id=webhook_id)
     if result.delivered:

@@ -34,7 +34,8 @@ from vidpipe.media.placeholder import PlaceholderJob, RenderedPlaceholder, rende
 from vidpipe.net.images import InputImage
 from vidpipe.policy.fallbacks import applies
 from vidpipe.policy.messages import resolve_language
-from vidpipe.storage import StoredObject, VideoStorage, validate_key
+from vidpipe.storage import StoredObject, VideoStorage
+from vidpipe.storage.base import key_segment
 
 __all__ = [
     "ImageFetcher",
@@ -70,8 +71,9 @@ class PlaceholderDeps:
 
 
 def placeholder_key(request_id: str) -> str:
-    """Where a request's placeholder is stored: one per request, whatever the variant."""
-    return f"{request_id}/placeholder.mp4"
+    """Where a request's placeholder is stored: one per request, whatever the variant. A valid
+    key for any request id (every id the schema accepts is its own segment)."""
+    return f"{key_segment(request_id)}/placeholder.mp4"
 
 
 async def handle_download_unavailable(event: DownloadUnavailable, deps: PlaceholderDeps) -> None:
@@ -80,12 +82,6 @@ async def handle_download_unavailable(event: DownloadUnavailable, deps: Placehol
         logger.info("policy_excludes", fallback="placeholder")
         return
     key = placeholder_key(event.request_id)
-    try:
-        validate_key(key)
-    except ValueError:
-        # Only request ids "." and ".." get here; redelivering would fail the same way forever.
-        logger.warning("placeholder_unstorable_request_id")
-        return
     stored = await deps.storage.stat(key)
     if stored is None:
         stored = await _render_and_store(event, key, deps)

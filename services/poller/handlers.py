@@ -72,6 +72,8 @@ async def handle_poll_due(due: PollDue, deps: PollerDeps) -> None:
             seen = exc
     outcome = decide_check(due, seen, deps.schedule, deps.clock())
     logger = log.bind(request_id=due.request_id, provider_job_id=due.provider_job_id)
+    # One line per check at DEBUG: which replica checked which job (the scaling test reads it).
+    logger.debug("job_checked", verdict=outcome.verdict)
     for event in outcome.events:
         if isinstance(event, JobSucceeded):
             logger.info("job_succeeded", generations=len(event.generation_ids))

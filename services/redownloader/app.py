@@ -43,7 +43,9 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             max_interval_s=settings.redownload_max_interval_s,
             max_attempts=settings.redownload_max_attempts,
             download=DownloadPolicy(
-                max_bytes=settings.max_video_bytes, attempts=settings.download_attempts
+                max_bytes=settings.max_video_bytes,
+                attempts=settings.download_attempts,
+                deadline_s=settings.download_deadline_s,
             ),
         )
 

@@ -10,7 +10,9 @@ Writes:  {prefix}video.stored           VideoStored (placeholder=false) when a r
 The seed's "background job that retries every hour", without cron. When each retry goes and when
 to give up is `vidpipe.policy.redownload` (intervals doubling from `initial_s` up to
 `max_interval_s`, never past the provider's `expires_at`). A success goes through the fetcher's
-own streamed, validated store path (`vidpipe.usecases.fetch_video.fetch_and_store`).
+own streamed, validated store path (`vidpipe.usecases.fetch_video.fetch_and_store`). A policy
+with neither `retry` nor `failover` is given up at once (`DownloadGaveUp`, `max_attempts`, 0
+attempts), so the request ends instead of resting as `download_unavailable`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from schemas.events import (
 from schemas.topics import Topics
 from vidpipe.bus import Publisher
 from vidpipe.errors import ProviderError
-from vidpipe.policy.fallbacks import applies
+from vidpipe.policy.fallbacks import policy, pursues_real_video
 from vidpipe.policy.redownload import (
     GiveUp,
     RetrySchedule,
@@ -56,6 +58,8 @@ __all__ = ["RedownloaderDeps", "handle_download_unavailable", "handle_retry_due"
 
 log = structlog.get_logger("vidpipe.redownloader")
 
+_NOT_PURSUED = "the request's fallbacks include neither retry nor failover: no further download"
+
 
 @dataclass
 class RedownloaderDeps:
@@ -76,8 +80,12 @@ class RedownloaderDeps:
 
 
 async def handle_download_unavailable(event: DownloadUnavailable, deps: RedownloaderDeps) -> None:
-    if not applies("retry", event.request, deps.default_fallbacks):
+    fallbacks = policy(event.request, deps.default_fallbacks)
+    if "retry" not in fallbacks:
         log.info("policy_excludes", request_id=event.request_id, fallback="retry")
+        if not pursues_real_video(fallbacks):
+            # Nothing else goes after the real video either: say so, so the request ends.
+            await _give_up(event, GiveUp("max_attempts", 0, _NOT_PURSUED), deps)
         return
     await _schedule_or_give_up(event, attempt=1, reason=event.reason_code, deps=deps)
 

@@ -10,6 +10,11 @@ Writes:  {prefix}job.submitted          JobSubmitted
 Rules:
 - One request id, one provider job: the ledger remembers it, and a resend or redelivery only
   re-announces the job it already has. The request id is also sent as Idempotency-Key.
+- No paid job twice: the intent is written before the create. A redelivery that finds an open
+  intent (a crash before the ledger write, a lost answer) lists the provider's jobs since then
+  and adopts the matching one before creating anything (`vidpipe.policy.submission.match_job`).
+- Every failure path ends the claim: an input image that cannot be fetched, whatever was raised,
+  ends in JobFailed and frees the slot.
 - The provider's concurrent-job quota (Azure's default: 2) is respected: an over-quota request
   waits on a durable timer and comes back; it is never dropped.
 - Provider errors: retryable ones (429, 5xx) wait on a timer; terminal ones end in JobFailed.
@@ -39,13 +44,18 @@ from vidpipe.bus import Publisher
 from vidpipe.db.ledger import Ledger
 from vidpipe.errors import VidpipeError
 from vidpipe.policy.submission import (
+    Reconcile,
     Reject,
     Wait,
+    after_fetch_error,
     after_submit_error,
+    after_unexpected_error,
+    match_job,
+    next_step,
     quota_full,
     unknown_provider,
 )
-from vidpipe.providers.base import InputImage, ProviderClient, VideoSpec
+from vidpipe.providers.base import InputImage, ProviderClient, ProviderJob, VideoSpec
 
 __all__ = ["SubmitterDeps", "handle_generation_requested", "handle_job_finished"]
 
@@ -65,6 +75,9 @@ class SubmitterDeps:
     fetch_image: FetchImage
     quota_wait_s: float = 5.0
     clock: Callable[[], datetime] = utcnow
+    #: Called with "after_intent" / "after_create" at those points; the crash tests kill the
+    #: process there. None in production.
+    crash_point: Callable[[str], None] | None = None
 
 
 async def handle_generation_requested(req: GenerationRequested, deps: SubmitterDeps) -> None:
@@ -101,39 +114,93 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
         await _wait(deps, req, wait)
         return
 
+    claim = await deps.ledger.get(req.request_id)
+    step = next_step(claim.intent_at if claim is not None else None)
+    if isinstance(step, Reconcile):
+        # An earlier create's outcome is unknown (lost answer, crash before the ledger write):
+        # the provider may already run our job. Look before paying again.
+        try:
+            adopted = await _reconcile(deps, req, client, step.since)
+        except VidpipeError as exc:
+            await _after_error(deps, req, provider_name, exc)
+            return
+        if adopted is not None:
+            logger.info("lost_create_adopted", provider_job_id=adopted.job_id)
+            await _accepted(deps, req, provider_name, client, adopted)
+            return
+
     try:
         image = await deps.fetch_image(str(req.input_image_url)) if req.input_image_url else None
-        spec = VideoSpec(
-            prompt=req.prompt,
-            width=req.width,
-            height=req.height,
-            seconds=req.seconds,
-            variants=req.variants,
-            model=req.model,
-            image=image,
-        )
+    except Exception as exc:  # whatever the URL served, the request ends here
+        # Fail first, then free the slot: a crash in between redelivers into the same JobFailed.
+        await _fail(deps, req, provider_name, after_fetch_error(exc))
+        await deps.ledger.release(req.request_id)
+        return
+    spec = VideoSpec(
+        prompt=req.prompt,
+        width=req.width,
+        height=req.height,
+        seconds=req.seconds,
+        variants=req.variants,
+        model=req.model,
+        image=image,
+    )
+    # Written before the create: a crash or a lost answer from here on is reconciled, not resent.
+    await deps.ledger.record_intent(req.request_id)
+    if deps.crash_point is not None:
+        deps.crash_point("after_intent")
+    try:
         job = await client.create_job(spec, idempotency_key=req.request_id)
     except VidpipeError as exc:
-        decision = after_submit_error(exc, deps.quota_wait_s)
-        if isinstance(decision, Wait):
-            # Give the slot back while we wait: the provider may be refusing because it is full.
-            await deps.ledger.forget(req.request_id)
-            logger.warning("provider_busy_waiting", code=decision.code, wait_s=decision.delay_s)
-            await _wait(deps, req, decision)
-        else:
-            # Announce the failure before freeing the slot: if we die in between, the redelivered
-            # request finds its claim still open and fails again with the same event id.
-            await _fail(deps, req, provider_name, decision)
-            await deps.ledger.release(req.request_id)
+        await _after_error(deps, req, provider_name, exc)
         return
+    except Exception as exc:  # an unknown failure must not keep the slot
+        await _fail(deps, req, provider_name, after_unexpected_error(exc))
+        await deps.ledger.release(req.request_id)
+        return
+    if deps.crash_point is not None:
+        deps.crash_point("after_create")
+    await _accepted(deps, req, provider_name, client, job)
 
+
+async def _reconcile(
+    deps: SubmitterDeps,
+    req: GenerationRequested,
+    client: ProviderClient,
+    since: datetime,
+) -> ProviderJob | None:
+    listed = await client.list_jobs(since)
+    taken = await deps.ledger.taken_jobs(client.name, (job.job_id for job in listed))
+    return match_job(
+        listed,
+        prompt=req.prompt,
+        width=req.width,
+        height=req.height,
+        seconds=req.seconds,
+        since=since,
+        taken=taken,
+    )
+
+
+async def _accepted(
+    deps: SubmitterDeps,
+    req: GenerationRequested,
+    provider_name: str,
+    client: ProviderClient,
+    job: ProviderJob,
+) -> None:
     await deps.ledger.mark_in_flight(
         req.request_id,
         provider_job_id=job.job_id,
         endpoint_host=client.endpoint_host,
         model=job.model or req.model,
     )
-    logger.info("job_submitted", provider=provider_name, provider_job_id=job.job_id)
+    log.info(
+        "job_submitted",
+        request_id=req.request_id,
+        provider=provider_name,
+        provider_job_id=job.job_id,
+    )
     await deps.publisher.publish(
         _submitted(
             req,
@@ -144,6 +211,30 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
             deps.clock(),
         )
     )
+
+
+async def _after_error(
+    deps: SubmitterDeps, req: GenerationRequested, provider_name: str, exc: VidpipeError
+) -> None:
+    decision = after_submit_error(exc, deps.quota_wait_s)
+    if isinstance(decision, Wait):
+        if not decision.job_may_exist:
+            # The provider said no (429): give the slot back while we wait, it may be full.
+            await deps.ledger.forget(req.request_id)
+        # Otherwise the claim and its intent stay: the next attempt reconciles first.
+        log.warning(
+            "provider_busy_waiting",
+            request_id=req.request_id,
+            code=decision.code,
+            wait_s=decision.delay_s,
+            job_may_exist=decision.job_may_exist,
+        )
+        await _wait(deps, req, decision)
+        return
+    # Announce the failure before freeing the slot: if we die in between, the redelivered
+    # request finds its claim still open and fails again with the same event id.
+    await _fail(deps, req, provider_name, decision)
+    await deps.ledger.release(req.request_id)
 
 
 async def handle_job_finished(request_id: str, deps: SubmitterDeps) -> None:

@@ -10,8 +10,10 @@ than skipping it at run time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
 
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from vidpipe.errors import (
     AuthenticationFailed,
     ContentPolicyViolation,
+    CreateOutcomeUnknown,
     DownloadNotAvailable,
     NotFound,
     RateLimited,
@@ -27,7 +30,9 @@ from vidpipe.providers import PROVIDER_NAMES, ProviderClient, ProviderJob, Video
 from vidpipe.storage.validation import Mp4StreamValidator
 
 #: What the backend must arrange for a client: a working one, or one that meets a given failure.
-Situation = Literal["ok", "rate_limited", "content_policy", "bad_key", "download_missing"]
+Situation = Literal[
+    "ok", "rate_limited", "content_policy", "bad_key", "download_missing", "drop_after_create"
+]
 
 # Where a job's status may go next; a job never moves backwards.
 _ORDER = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "cancelled": 2}
@@ -181,7 +186,46 @@ class ReportsContentPolicy:
         assert_no_secret(info.value, backend.secrets)
 
 
+def _unique(spec: VideoSpec, label: str) -> VideoSpec:
+    """`spec` with a prompt no other test sends (a server keeps jobs across tests)."""
+    return dataclasses.replace(spec, prompt=f"{label} {uuid.uuid4().hex} {spec.prompt}")
+
+
+class ListsJobs:
+    async def test_list_jobs_finds_a_created_job_with_what_it_was_asked(
+        self, backend: ProviderBackend
+    ) -> None:
+        spec = _unique(backend.spec(), "listed")
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        async with backend.client() as client:
+            created = await client.create_job(spec, idempotency_key=fresh_key())
+            listed = await client.list_jobs(before)
+            later = await client.list_jobs(datetime.now(UTC) + timedelta(minutes=5))
+        (found,) = [job for job in listed if job.job_id == created.job_id]
+        assert found.prompt == spec.prompt
+        assert (found.width, found.height, found.seconds) == (spec.width, spec.height, spec.seconds)
+        assert found.created_at is not None and found.created_at >= before
+        assert created.job_id not in {job.job_id for job in later}
+
+
+class LosesCreateAnswers:
+    async def test_a_lost_create_answer_is_outcome_unknown_and_the_job_is_listed(
+        self, backend: ProviderBackend
+    ) -> None:
+        spec = _unique(backend.spec("drop_after_create"), "dropped")
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        async with backend.client("drop_after_create") as client:
+            with pytest.raises(CreateOutcomeUnknown) as info:
+                await client.create_job(spec, idempotency_key=fresh_key())
+            listed = await client.list_jobs(before)
+        # Not re-sent by the client: exactly one job exists, and the list shows it.
+        assert [job.prompt for job in listed].count(spec.prompt) == 1
+        assert info.value.retryable is False
+
+
 class ProviderContract(
+    ListsJobs,
+    LosesCreateAnswers,
     CreatesJobs,
     WalksJobsToSucceeded,
     StreamsVideos,

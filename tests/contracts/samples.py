@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import AsyncIterator
 
+from vidpipe.media.sample import render_sample_mp4
+
+
+@functools.cache
+def _tiny_mp4() -> bytes:
+    return render_sample_mp4(32, 32, seconds=0.25, fps=8)
+
 
 def fake_mp4(payload_size: int = 5000, brand: bytes = b"isom") -> bytes:
-    """ftyp + mdat: all the MP4 validator looks at (test_mp4check uses a real encoded file)."""
-    ftyp = struct.pack(">I", 24) + b"ftyp" + brand + b"\x00\x00\x02\x00isomiso2"
-    payload = bytes(i % 251 for i in range(payload_size))
-    return ftyp + struct.pack(">I", 8 + payload_size) + b"mdat" + payload
+    """A real, playable tiny MP4 (what storage validates: boxes, then a decode) with its major
+    brand set to `brand`, padded with a `free` box so it is about `payload_size` bytes larger."""
+    real = _tiny_mp4()
+    (ftyp_size,) = struct.unpack(">I", real[:4])
+    ftyp = real[:8] + brand + real[12:ftyp_size]
+    padding = bytes(i % 251 for i in range(payload_size))
+    return ftyp + real[ftyp_size:] + struct.pack(">I", 8 + payload_size) + b"free" + padding
 
 
 async def chunks_of(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:

@@ -7,17 +7,80 @@ backend does (sidecar files, upload requests) is tested beside that backend in t
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
+import struct
 from collections.abc import AsyncIterator
 
+import av
 import pytest
 
 from tests.contracts.samples import chunks_of, failing_after, fake_mp4
 from vidpipe.errors import IncompleteVideo, InvalidVideo, VideoTooLarge
+from vidpipe.media.sample import render_sample_mp4
 from vidpipe.storage import StoredObject, VideoStorage
 
 LIMIT = 10**7
+
+
+@functools.cache
+def real_mp4() -> bytes:
+    """What the emulator serves: a real 320x180, 1 s H.264 MP4."""
+    return render_sample_mp4()
+
+
+def top_boxes(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(type, offset, size) of each top-level box of a well-formed file."""
+    boxes, offset = [], 0
+    while offset < len(data):
+        (size,) = struct.unpack(">I", data[offset : offset + 4])
+        boxes.append((data[offset + 4 : offset + 8], offset, size))
+        offset += size
+    return boxes
+
+
+def _audio_only_mp4() -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame(format="fltp", layout="mono", samples=1024)
+        frame.sample_rate, frame.pts = 8000, 0
+        for plane in frame.planes:
+            plane.update(b"\x00" * plane.buffer_size)
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return buf.getvalue()
+
+
+@functools.cache
+def not_videos() -> dict[str, bytes]:
+    """Files that start like an MP4 and are not one: each must be refused, never stored."""
+    real = real_mp4()
+    boxes = {box_type: (offset, size) for box_type, offset, size in top_boxes(real)}
+    ftyp_end = boxes[b"ftyp"][1]
+    mdat_at, mdat_size = boxes[b"mdat"]
+    moov_at, moov_size = boxes[b"moov"]
+    lying_mdat = bytearray(real)
+    lying_mdat[mdat_at : mdat_at + 4] = struct.pack(">I", mdat_size + 1000)
+    lying_child = bytearray(real)  # moov's first child (mvhd) claims more than moov holds
+    lying_child[moov_at + 8 : moov_at + 12] = struct.pack(">I", moov_size)
+    blank_mdat = bytearray(real)  # every box in place, the frames zeroed: only a decode tells
+    blank_mdat[mdat_at + 8 : mdat_at + mdat_size] = bytes(mdat_size - 8)
+    return {
+        "ftyp then HTML": real[:ftyp_end] + b"<html><body>502 Bad Gateway</body></html>",
+        "ftyp alone": real[:ftyp_end],
+        "real MP4 cut at 40%": real[: int(len(real) * 0.4)],
+        "moov missing": real[:moov_at] + real[moov_at + moov_size :],
+        "mdat missing": real[:mdat_at] + real[mdat_at + mdat_size :],
+        "mdat size lies": bytes(lying_mdat),
+        "moov child size lies": bytes(lying_child),
+        "trailing bytes after the last box": real + b"\x00\x00\x00",
+        "frames that do not decode": bytes(blank_mdat),
+        "no video stream": _audio_only_mp4(),
+    }
+
 
 INVALID_KEYS = [
     "",
@@ -118,6 +181,28 @@ class StorageContract:
         with pytest.raises(InvalidVideo, match="JSON"):
             await put(storage, "j.mp4", body)
         assert await storage.stat("j.mp4") is None
+
+    async def test_a_real_mp4_is_stored_as_is(self, storage: VideoStorage) -> None:
+        data = real_mp4()
+        stored = await put(storage, "real/0.mp4", data, expected_length=len(data))
+        assert stored.size_bytes == len(data)
+        assert stored.sha256 == hashlib.sha256(data).hexdigest()
+        assert await storage.stat("real/0.mp4") == stored
+
+    @pytest.mark.parametrize("name", sorted(not_videos()))
+    async def test_a_file_that_is_not_a_whole_video_is_refused(
+        self, storage: VideoStorage, name: str
+    ) -> None:
+        first = await put(storage, "v.mp4", fake_mp4())
+        data = not_videos()[name]
+        # Announced with its own length: the file is what the server meant to send.
+        with pytest.raises(InvalidVideo) as info:
+            await put(storage, "v.mp4", data, expected_length=len(data))
+        assert not info.value.retryable  # terminal: the fetcher reports it, never retries it
+        with pytest.raises(InvalidVideo):
+            await put(storage, "new.mp4", data)
+        assert await storage.stat("new.mp4") is None
+        assert await storage.stat("v.mp4") == first  # the previous version is untouched
 
     async def test_a_non_video_content_type_is_refused(self, storage: VideoStorage) -> None:
         with pytest.raises(InvalidVideo, match="application/json"):

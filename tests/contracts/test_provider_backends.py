@@ -15,6 +15,8 @@ import pytest
 
 from tests.contracts.provider_contract import (
     CreatesJobs,
+    ListsJobs,
+    LosesCreateAnswers,
     ProviderContract,
     ReportsContentPolicy,
     ReportsRateLimits,
@@ -50,6 +52,7 @@ PROMPTS: dict[Situation, str] = {
     "rate_limited": "a busy lighthouse [emulator:rate_limit]",
     "content_policy": f"a {MODERATED_WORD} lighthouse",
     "download_missing": "a lost lighthouse [emulator:download=missing]",
+    "drop_after_create": "an unanswered lighthouse [emulator:drop_after_create]",
 }
 
 
@@ -141,6 +144,8 @@ class FakeBackend:
             fake.create_error = ContentPolicyViolation("fake: refused", status_code=400)
         elif situation == "download_missing":
             fake.download_errors = [DownloadNotAvailable("fake: gone", status_code=404)]
+        elif situation == "drop_after_create":
+            fake.lose_create_answers = 1
         try:
             yield fake
         finally:
@@ -151,7 +156,13 @@ class FakeBackend:
 
 
 class TestFakeProvider(
-    CreatesJobs, WalksJobsToSucceeded, StreamsVideos, ReportsRateLimits, ReportsContentPolicy
+    CreatesJobs,
+    ListsJobs,
+    LosesCreateAnswers,
+    WalksJobsToSucceeded,
+    StreamsVideos,
+    ReportsRateLimits,
+    ReportsContentPolicy,
 ):
     """Left out: RefusesUnknownJobs and RefusesBadKeys (the fake answers from its script and
     holds no key, so there is no unknown job or wrong key to show)."""

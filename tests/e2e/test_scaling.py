@@ -32,7 +32,10 @@ def _count_videos(storage_url: str) -> int:
 
 
 def _polled_jobs(log: Path) -> set[str]:
-    return set(re.findall(r"/(?:jobs|videos)/((?:task|video)_[0-9a-z]+)", log.read_text()))
+    # The poller's `job_checked` lines (DEBUG), in console or JSON format.
+    checked = [line for line in log.read_text().splitlines() if "job_checked" in line]
+    pattern = r"provider_job_id\W+((?:task|video)_[0-9a-z]+)"
+    return {job for line in checked for job in re.findall(pattern, line)}
 
 
 async def test_pollers_and_fetchers_rebalance_after_a_kill(
@@ -43,6 +46,7 @@ async def test_pollers_and_fetchers_rebalance_after_a_kill(
             "VIDPIPE_TOPIC_PARTITIONS": "6",
             "VIDPIPE_AZURE_MAX_CONCURRENT_JOBS": "50",
             "VIDPIPE_OPENAI_MAX_CONCURRENT_JOBS": "50",
+            "VIDPIPE_LOG_LEVEL": "DEBUG",
         }
     )
     pipeline.start("submitter")

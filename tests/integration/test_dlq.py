@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from typer.testing import CliRunner
 
 from schemas.events import DeadLetter
 from schemas.topics import Topics
 from vidpipe.bus.admin import ensure_topics
+from vidpipe.bus.deadletter import build_dead_letter
 from vidpipe.cli import app
 from vidpipe.ops.dlq import DLQ_REDRIVEN_HEADER, list_dead_letters, redrive_dead_letters
 from vidpipe.ops.offsets import end_offsets
@@ -188,3 +190,74 @@ def test_redrive_cli_dry_run_summary(kafka_bootstrap: str, unique_prefix: str) -
     assert "dry run: 3 letters matched of 6; 1 would send" in result.stdout
     assert "1 duplicate" in result.stdout
     assert "topic gone" in result.stdout
+
+
+BINARY = b"\xff\xfe\x00 not UTF-8 \x80"
+HUGE = b"x" * (2 * 1024 * 1024)
+
+
+async def _publish_binary_letters(kafka_bootstrap: str, prefix: str) -> None:
+    """A base64 letter (bytes that are not UTF-8) and a truncated one (2 MiB, cut)."""
+    topics = Topics(prefix)
+    requested = topics.generation_requested
+    await ensure_topics(kafka_bootstrap, [topics.deadletter, requested], partitions=1)
+
+    def record(offset: int, key: bytes, value: bytes) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord(
+            topic=requested,
+            partition=0,
+            offset=offset,
+            timestamp=0,
+            timestamp_type=0,
+            key=key,
+            value=value,
+            checksum=None,
+            serialized_key_size=len(key),
+            serialized_value_size=len(value),
+            headers=[],
+        )
+
+    letters = [
+        build_dead_letter(record(1, b"bin", BINARY), "binary", "not JSON"),
+        build_dead_letter(record(2, b"huge", HUGE), "binary", "too big"),
+    ]
+    assert letters[0].original_value_encoding == "base64"
+    assert letters[1].original_value_truncated
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for letter in letters:
+            await producer.send_and_wait(topics.deadletter, value=letter.model_dump_json().encode())
+    finally:
+        await producer.stop()
+
+
+async def test_base64_letters_redrive_byte_exact_and_truncated_ones_are_refused(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    await _publish_binary_letters(kafka_bootstrap, unique_prefix)
+    topics = Topics(unique_prefix)
+    requested = topics.generation_requested
+    before = await end_offsets(kafka_bootstrap, [requested])
+
+    listed = await list_dead_letters(kafka_bootstrap, topics.deadletter, stage="binary")
+    assert listed.matched == 2 and listed.unreadable == 0
+
+    result = await redrive_dead_letters(kafka_bootstrap, topics.deadletter, stage="binary")
+    assert (result.matched, result.sent) == (2, 1)
+    [refused] = result.refused
+    assert "cut to fit the broker" in refused
+    assert f"{len(HUGE)} bytes" in refused
+    assert hashlib.sha256(HUGE).hexdigest() in refused
+    [sent] = await _read_from(kafka_bootstrap, requested, before)
+    assert (sent.key, sent.value) == (b"bin", BINARY)
+
+
+def test_redrive_cli_says_which_letters_it_refused(
+    kafka_bootstrap: str, unique_prefix: str
+) -> None:
+    asyncio.run(_publish_binary_letters(kafka_bootstrap, unique_prefix))
+    env = {"VIDPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap, "VIDPIPE_TOPIC_PREFIX": unique_prefix}
+    cli = runner.invoke(app, ["dlq", "redrive", "--stage", "binary", "--dry-run"], env=env)
+    assert cli.exit_code == 0, cli.output
+    assert "refused:" in cli.stdout and "cut to fit the broker" in cli.stdout

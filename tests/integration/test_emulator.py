@@ -738,6 +738,42 @@ async def test_idempotency_key(
     assert stats["azure.jobs_created"] == 1 and stats["openai.jobs_created"] == 2
 
 
+async def test_drop_after_create_makes_the_job_then_loses_the_answer(
+    emu: EmulatorServer, az: httpx.AsyncClient, oa_http: httpx.AsyncClient
+) -> None:
+    prompt = "unanswered [emulator:drop_after_create]"
+    body = {"model": "sora", "prompt": prompt, "width": 480, "height": 480}
+    with pytest.raises(httpx.RemoteProtocolError):
+        await az.post("/jobs", json=body, headers={"idempotency-key": "lost-1"})
+    # The key was not remembered (a provider that does not honour it): a re-send is a new job.
+    with pytest.raises(httpx.RemoteProtocolError):
+        await az.post("/jobs", json=body, headers={"idempotency-key": "lost-1"})
+    listed = (await az.get("/jobs")).json()["data"]
+    assert [j["prompt"] for j in listed] == [prompt, prompt]
+    with pytest.raises(httpx.RemoteProtocolError):
+        await oa_http.post("/videos", files={"prompt": (None, prompt.encode())})
+    videos = (await oa_http.get("/videos")).json()["data"]
+    assert [v["prompt"] for v in videos] == [prompt]
+    stats = (await emu_admin(emu, "GET", "/_emulator/stats")).json()
+    assert stats["azure.jobs_created"] == stats["azure.creates_dropped"] == 2
+    assert stats["openai.jobs_created"] == stats["openai.creates_dropped"] == 1
+    assert parse_directives(prompt).drop_after_create
+
+
+async def test_idempotency_can_be_switched_off(
+    emu: EmulatorServer, az: httpx.AsyncClient, oa_http: httpx.AsyncClient
+) -> None:
+    emu.state.set_config(BASE.updated({"idempotency": False}))
+    body = {"model": "sora", "prompt": "twice", "width": 480, "height": 480}
+    first = await az.post("/jobs", json=body, headers={"idempotency-key": "k"})
+    again = await az.post("/jobs", json=body, headers={"idempotency-key": "k"})
+    assert first.json()["id"] != again.json()["id"]
+    form = {"prompt": (None, b"twice")}
+    a = await oa_http.post("/videos", files=form, headers={"idempotency-key": "k"})
+    b = await oa_http.post("/videos", files=form, headers={"idempotency-key": "k"})
+    assert a.json()["id"] != b.json()["id"]
+
+
 async def test_slow_directive_and_unknown_directive(
     emu: EmulatorServer, az: httpx.AsyncClient
 ) -> None:

@@ -6,7 +6,10 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import psycopg
+from psycopg import sql
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from vidpipe.db.ledger import Ledger
 from vidpipe.db.tables import open_engine, submissions
@@ -46,5 +49,59 @@ async def test_a_claim_is_stamped_by_the_ledgers_clock(postgres_url: str) -> Non
                 )
             ).one()
         assert tuple(stamps) == (moment, moment)
+    finally:
+        await engine.dispose()
+
+
+async def test_an_intent_is_kept_from_the_first_create_and_jobs_held_are_known(
+    postgres_url: str,
+) -> None:
+    moments = iter(datetime(2026, 11, 24, 12, m, tzinfo=UTC) for m in range(10))
+    engine = await open_engine(postgres_url)
+    try:
+        ledger = Ledger(engine, clock=lambda: next(moments))
+        provider = f"prov-{uuid.uuid4().hex[:6]}"
+        first, other = f"i-{uuid.uuid4().hex[:8]}", f"i-{uuid.uuid4().hex[:8]}"
+        assert await ledger.try_acquire(first, provider, 2)
+        known = await ledger.get(first)
+        assert known is not None and known.intent_at is None
+        intent = await ledger.record_intent(first)
+        assert await ledger.record_intent(first) == intent  # a second attempt keeps the first
+        again = await ledger.get(first)
+        assert again is not None and again.intent_at == intent
+        assert await ledger.try_acquire(other, provider, 2)
+        await ledger.mark_in_flight(other, provider_job_id="job-b", endpoint_host="h", model=None)
+        assert await ledger.taken_jobs(provider, ["job-a", "job-b"]) == {"job-b"}
+        assert await ledger.taken_jobs(f"{provider}-x", ["job-b"]) == set()
+    finally:
+        await engine.dispose()
+
+
+async def test_create_tables_adds_the_intent_column_to_an_older_ledger(postgres_url: str) -> None:
+    name = f"old_ledger_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(
+        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+        autocommit=True,
+    ) as conn:
+        # The submissions table as the previous version created it, with a claim in it.
+        conn.execute(
+            "CREATE TABLE submissions (request_id VARCHAR(128) PRIMARY KEY, provider VARCHAR(64)"
+            " NOT NULL, state VARCHAR(16) NOT NULL, provider_job_id VARCHAR(256), endpoint_host"
+            " VARCHAR(256), model VARCHAR(128), created_at TIMESTAMPTZ NOT NULL, updated_at"
+            " TIMESTAMPTZ NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO submissions VALUES ('old', 'p', 'submitting', NULL, NULL, NULL, now(),"
+            " now())"
+        )
+    engine = await open_engine(url)
+    try:
+        ledger = Ledger(engine)
+        known = await ledger.get("old")
+        assert known is not None and known.intent_at is None
+        assert await ledger.record_intent("old") is not None
     finally:
         await engine.dispose()

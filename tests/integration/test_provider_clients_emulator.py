@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import uuid
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from tenacity import wait_none
 
+from schemas.events import DownloadUnavailable, JobSucceeded, VideoStored
+from services.fetcher.handlers import FetcherDeps, handle_job_succeeded
 from vidpipe.dev.emulator import EmulatorConfig, EmulatorServer
 from vidpipe.errors import InvalidVideo, NotFound, RateLimited
 from vidpipe.providers import (
@@ -28,6 +33,9 @@ from vidpipe.providers import (
     VideoSpec,
     build_provider,
 )
+from vidpipe.storage import LocalFolderStorage
+from vidpipe.testing import MemoryPublisher
+from vidpipe.usecases.fetch_video import DownloadPolicy
 
 KEY = "emulator-test-key-5f3a"
 # 100x: the emulated ~7 s schedule takes ~70 ms of real time.
@@ -188,3 +196,160 @@ async def test_rate_limit_retries_honour_retry_after_then_give_up(
         assert all(w == pytest.approx(info.value.retry_after, abs=1.0) for w in sleeps.waits)
     finally:
         await client.aclose()
+
+
+# --- the fetcher against hostile downloads -----------------------------------------------------
+
+
+async def fetch_through_the_fetcher(
+    server: EmulatorServer,
+    prompt: str,
+    storage: LocalFolderStorage,
+    *,
+    policy: DownloadPolicy | None = None,
+) -> MemoryPublisher:
+    """Create and finish a job on the emulator, then hand its JobSucceeded to the fetcher."""
+    client = client_for(server, "azure-sora")
+    try:
+        created = await client.create_job(
+            VideoSpec(prompt=prompt, seconds=4), idempotency_key=prompt
+        )
+        job = await poll_until_terminal(client, created.job_id)
+        assert job.status == "succeeded"
+        publisher = MemoryPublisher()
+        deps = FetcherDeps(
+            providers={"azure-sora": client},
+            storage=storage,
+            publisher=publisher,
+            download=policy or DownloadPolicy(attempts=2, wait=wait_none()),
+        )
+        event = JobSucceeded(
+            event_id=uuid.uuid4(),
+            request_id="r-hostile",
+            provider="azure-sora",
+            provider_job_id=job.job_id,
+            generation_ids=list(job.generation_ids),
+        )
+        await handle_job_succeeded(event, deps)
+        return publisher
+    finally:
+        await client.aclose()
+
+
+def stored_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def unavailable(publisher: MemoryPublisher) -> DownloadUnavailable:
+    assert not publisher.of_type(VideoStored)
+    (event,) = publisher.of_type(DownloadUnavailable)
+    assert isinstance(event, DownloadUnavailable)
+    return event
+
+
+async def test_a_redirect_to_the_metadata_address_is_refused(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused even with the development allowance: link-local is never reachable.
+    monkeypatch.setenv("VIDPIPE_ALLOW_PRIVATE_URLS", "true")
+    storage = LocalFolderStorage(tmp_path)
+    publisher = await fetch_through_the_fetcher(
+        emulator, "a cat [emulator:download=redirect]", storage
+    )
+    event = unavailable(publisher)
+    assert event.reason_code == "download_unavailable"
+    assert "redirect refused" in event.message and "169.254.169.254" in event.message
+    assert "link-local" in event.message
+    assert stored_files(tmp_path) == []
+    assert emulator.state.stats["azure.content_requests"] == 1  # terminal: asked once, no retry
+
+
+@pytest.mark.parametrize(
+    ("redirect_url", "reason"),
+    [
+        ("http://10.1.2.3/video.mp4", "scheme 'http' is not allowed"),
+        ("https://10.1.2.3/video.mp4", "non-public address"),
+        ("https://127.0.0.1:1/video.mp4", "non-public address"),
+        ("https://[::ffff:169.254.169.254]/latest/meta-data/", "non-public address"),
+        ("https://metadata.google.internal/computeMetadata/v1/", "not allowed"),
+        ("https://ex\u00e4mple..com/video.mp4", "redirect refused"),  # sent percent-encoded
+    ],
+)
+async def test_every_unsafe_redirect_is_refused_before_it_is_followed(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redirect_url: str,
+    reason: str,
+) -> None:
+    monkeypatch.delenv("VIDPIPE_ALLOW_PRIVATE_URLS", raising=False)
+    emulator.update_config(download_redirect_url=redirect_url)
+    publisher = await fetch_through_the_fetcher(
+        emulator, "a cat [emulator:download=redirect]", LocalFolderStorage(tmp_path)
+    )
+    event = unavailable(publisher)
+    assert event.reason_code == "download_unavailable"
+    assert reason in event.message
+    assert stored_files(tmp_path) == []
+
+
+async def test_a_truncated_mp4_is_refused(emulator: EmulatorServer, tmp_path: Path) -> None:
+    storage = LocalFolderStorage(tmp_path)
+    publisher = await fetch_through_the_fetcher(
+        emulator, "a cat [emulator:download=truncated]", storage
+    )
+    event = unavailable(publisher)
+    assert event.reason_code == "invalid_content"
+    assert "ends inside box 'mdat'" in event.message
+    assert stored_files(tmp_path) == []
+
+
+async def test_a_redirect_within_the_endpoint_origin_is_followed(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    emulator.update_config(download_redirect_url="/_emulator/sample.mp4")
+    storage = LocalFolderStorage(tmp_path)
+    publisher = await fetch_through_the_fetcher(
+        emulator, "a cat [emulator:download=redirect]", storage
+    )
+    (stored,) = publisher.of_type(VideoStored)
+    assert isinstance(stored, VideoStored)
+    assert stored.size_bytes == len(await emulator.state.sample_video())
+
+
+async def test_a_redirect_to_another_loopback_origin_needs_the_development_allowance(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with EmulatorServer(EmulatorConfig(api_key=KEY)) as blobs:
+        emulator.update_config(download_redirect_url=f"{blobs.base_url}/_emulator/sample.mp4")
+        monkeypatch.delenv("VIDPIPE_ALLOW_PRIVATE_URLS", raising=False)
+        refused = await fetch_through_the_fetcher(
+            emulator, "a cat [emulator:download=redirect]", LocalFolderStorage(tmp_path / "a")
+        )
+        event = unavailable(refused)
+        assert event.reason_code == "download_unavailable"
+        assert "redirect refused" in event.message
+        monkeypatch.setenv("VIDPIPE_ALLOW_PRIVATE_URLS", "true")
+        allowed = await fetch_through_the_fetcher(
+            emulator, "a dog [emulator:download=redirect]", LocalFolderStorage(tmp_path / "b")
+        )
+        assert len(allowed.of_type(VideoStored)) == 1
+
+
+async def test_a_download_past_its_deadline_is_a_transient_failure(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    # 500 emulated seconds at 100x: the body trickles for 5 s; the deadline is 0.5 s.
+    storage = LocalFolderStorage(tmp_path)
+    started = asyncio.get_running_loop().time()
+    publisher = await fetch_through_the_fetcher(
+        emulator,
+        "a cat [emulator:download_seconds=500]",
+        storage,
+        policy=DownloadPolicy(attempts=3, wait=wait_none(), deadline_s=0.5),
+    )
+    event = unavailable(publisher)
+    assert event.reason_code == "transient_error"
+    assert "within 0.5s" in event.message
+    assert asyncio.get_running_loop().time() - started < 4.0  # cut off, not waited out
+    assert stored_files(tmp_path) == []

@@ -44,6 +44,8 @@ def test_every_stage_documents_what_it_reads_and_exactly_what_it_sends() -> None
             (f"{name}:{event.__name__}", stage.topics.for_event(event))
             for event in stage.publisher.declared
         } | {(f"{name}:DeadLetter", stage.topics.deadletter)}
+        if stage.publisher.reports_job_failures:  # the failure path's JobFailed (bus.deadletter)
+            expected_sends.add((f"{name}:JobFailed", stage.topics.job_failed))
         assert sends == expected_sends, name
         # Subscribers are titled `<stage>:<handler>` (FastStream appends a topic to the
         # name of one reading several).

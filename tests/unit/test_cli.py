@@ -18,7 +18,7 @@ from vidpipe.errors import ConfigurationError
 from vidpipe.settings import Settings
 
 runner = CliRunner()
-DEV_COMMANDS = ("up", "down", "demo", "emulator")
+DEV_COMMANDS = ("up", "down", "wipe", "demo", "emulator")
 
 
 @pytest.fixture(autouse=True)

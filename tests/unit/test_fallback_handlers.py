@@ -222,8 +222,20 @@ async def test_the_fetcher_reports_what_it_cannot_download(tmp_path: Path) -> No
 
 async def test_policy_without_retry_is_ignored(tmp_path: Path) -> None:
     deps, publisher = _redownloader(tmp_path, FakeProvider())
-    await handle_download_unavailable(_unavailable(fallbacks=["placeholder"]), deps)
+    await handle_download_unavailable(_unavailable(fallbacks=["failover"]), deps)
+    # Failover pursues the video: the redownloader neither retries nor gives up for it.
     assert publisher.events == [] and publisher.scheduled == []
+
+
+async def test_a_policy_that_pursues_nothing_is_given_up_at_once(tmp_path: Path) -> None:
+    provider = FakeProvider()
+    deps, publisher = _redownloader(tmp_path, provider)
+    await handle_download_unavailable(_unavailable(fallbacks=["placeholder", "notify"]), deps)
+    (gave_up,) = publisher.of_type(DownloadGaveUp)
+    assert isinstance(gave_up, DownloadGaveUp)
+    assert (gave_up.reason_code, gave_up.attempts) == ("max_attempts", 0)
+    assert "neither retry nor failover" in gave_up.message
+    assert publisher.scheduled == [] and provider.downloads == 0
 
 
 def _failover(when: str = "after_retry") -> tuple[FailoverDeps, MemoryPublisher]:
@@ -275,7 +287,19 @@ async def test_failover_never_twice_in_a_lineage_and_obeys_policy_and_timing() -
     assert publisher.events == []
     deps_now, publisher_now = _failover(when="immediate")
     await handle_trigger(_unavailable(fallbacks=["failover"]), deps_now)
+    await handle_trigger(_gave_up(fallbacks=["retry", "failover"]), deps_now)
     assert len(publisher_now.of_type(GenerationRequested)) == 1
+
+
+async def test_after_retry_without_retry_fails_over_at_once() -> None:
+    # The redownloader never gives up on a policy without retry: waiting for it would be forever.
+    deps, publisher = _failover(when="after_retry")
+    await handle_trigger(_unavailable(fallbacks=["placeholder", "failover"]), deps)
+    (child,) = publisher.of_type(GenerationRequested)
+    assert isinstance(child, GenerationRequested)
+    assert (child.request_id, child.fallbacks) == ("r1.failover", ["placeholder"])
+    await handle_trigger(_gave_up(fallbacks=["placeholder", "failover"]), deps)
+    assert len(publisher.of_type(GenerationRequested)) == 1  # not a second trigger
 
 
 def test_child_ids_stay_within_the_contract() -> None:

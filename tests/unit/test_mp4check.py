@@ -4,10 +4,12 @@ import hashlib
 import io
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import pytest
 
+from tests.contracts.storage_contract import not_videos, real_mp4, top_boxes
 from vidpipe.errors import InvalidVideo, TerminalProviderError
 from vidpipe.storage.validation import (
     IncompleteVideo,
@@ -15,6 +17,8 @@ from vidpipe.storage.validation import (
     ValidatedVideo,
     VideoTooLarge,
     check_content_type,
+    check_playable,
+    duration_matches,
 )
 
 
@@ -170,3 +174,114 @@ def test_content_type_rejected(ct: str) -> None:
     media = ct.split(";")[0]
     with pytest.raises(InvalidVideo, match=media):
         check_content_type(ct)
+
+
+# --- the box structure, while streaming ------------------------------------------------------
+
+#: The corpus entries whose box structure is wrong; the others pass it and fail the decode.
+STRUCTURE_FAULTS = {
+    "ftyp then HTML": "ends inside box",
+    "ftyp alone": "no moov",
+    "real MP4 cut at 40%": "ends inside box 'mdat'",
+    "moov missing": "no moov",
+    "mdat missing": "no mdat",
+    "mdat size lies": "unprintable type|ends inside",
+    "moov child size lies": "overruns its parent 'moov'",
+    "trailing bytes after the last box": "ends inside a box header",
+}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64 * 1024])
+@pytest.mark.parametrize("name", sorted(STRUCTURE_FAULTS))
+def test_broken_box_structure_is_refused(name: str, chunk_size: int) -> None:
+    with pytest.raises(InvalidVideo, match=STRUCTURE_FAULTS[name]) as info:
+        validate(not_videos()[name], chunk_size)
+    assert not info.value.retryable
+
+
+@pytest.mark.parametrize("name", ["frames that do not decode", "no video stream"])
+def test_faults_only_a_decode_sees_pass_the_structure_check(name: str) -> None:
+    assert validate(not_videos()[name], 1000).size_bytes == len(not_videos()[name])
+
+
+def test_a_box_overrunning_its_parent_is_refused_as_its_header_arrives() -> None:
+    data = not_videos()["moov child size lies"]
+    moov_at = next(offset for box, offset, _ in top_boxes(data) if box == b"moov")
+    validator = Mp4StreamValidator(max_bytes=10**6)
+    validator.feed(data[: moov_at + 8 + 7])  # moov's header and all but one byte of mvhd's
+    with pytest.raises(InvalidVideo, match="overruns"):
+        validator.feed(data[moov_at + 15 : moov_at + 16])
+
+
+def test_64_bit_and_to_the_end_box_sizes() -> None:
+    real = real_mp4()
+    boxes = {box: (offset, size) for box, offset, size in top_boxes(real)}
+    free_at, _ = boxes[b"free"]
+    mdat_at, mdat_size = boxes[b"mdat"]
+    # The same mdat with a 64-bit size (size field 1, then the size): a legal, rarer spelling.
+    payload = real[mdat_at + 8 : mdat_at + mdat_size]
+    wide = struct.pack(">I", 1) + b"mdat" + struct.pack(">Q", 16 + len(payload)) + payload
+    rewritten = real[:free_at] + wide + real[mdat_at + mdat_size :]  # free (8 bytes) dropped
+    assert validate(rewritten, 5).size_bytes == len(real)
+    # Size 0: the last box runs to the end of the file.
+    to_end = real[:mdat_at] + real[mdat_at + mdat_size :] + struct.pack(">I", 0) + b"mdat" + b"x"
+    assert validate(to_end, 3).size_bytes == len(to_end)
+
+
+def test_a_second_moov_is_refused() -> None:
+    real = real_mp4()
+    _, moov_at, moov_size = next(b for b in top_boxes(real) if b[0] == b"moov")
+    with pytest.raises(InvalidVideo, match="more than one moov"):
+        validate(real + real[moov_at : moov_at + moov_size], 1000)
+
+
+# --- the decode, on the finished file ---------------------------------------------------------
+
+
+async def test_check_playable_decodes_a_file_and_a_path(tmp_path: Path) -> None:
+    data = real_mp4()
+    assert await check_playable(io.BytesIO(data)) == pytest.approx(1.0, abs=0.1)
+    path = tmp_path / "v.mp4"
+    path.write_bytes(data)
+    assert await check_playable(path, expected_seconds=1.0) == pytest.approx(1.0, abs=0.1)
+
+
+#: What FFmpeg itself lets through: why the box walk runs as well as the decode.
+DECODER_TOLERATES = {"trailing bytes after the last box"}
+
+
+@pytest.mark.parametrize("name", sorted(set(not_videos()) - DECODER_TOLERATES))
+async def test_check_playable_refuses_the_faults(name: str) -> None:
+    with pytest.raises(InvalidVideo, match="not a playable video"):
+        await check_playable(io.BytesIO(not_videos()[name]))
+
+
+@pytest.mark.parametrize("name", sorted(DECODER_TOLERATES))
+async def test_the_decoder_alone_accepts_some_faults(name: str) -> None:
+    assert await check_playable(io.BytesIO(not_videos()[name])) > 0
+
+
+async def test_check_playable_refuses_a_duration_far_from_the_request() -> None:
+    with pytest.raises(InvalidVideo, match="lasts 1s, not 8s"):
+        await check_playable(io.BytesIO(real_mp4()), expected_seconds=8)
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "ok"),
+    [
+        (1.0, None, True),
+        (0.04, None, True),
+        (0.0, None, False),
+        (-1.0, None, False),
+        (float("nan"), None, False),
+        (5.0, 5.0, True),
+        (4.0, 5.0, True),  # within 1 s
+        (3.9, 5.0, False),
+        (16.5, 20.0, True),  # within 20 %
+        (15.9, 20.0, False),
+        (24.0, 20.0, True),
+        (0.0, 5.0, False),
+    ],
+)
+def test_duration_matches(actual: float, expected: float | None, ok: bool) -> None:
+    assert duration_matches(actual, expected) is ok

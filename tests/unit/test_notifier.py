@@ -12,6 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from schemas.events import (
+    MESSAGE_MAX_CHARS,
+    PROVIDER_ID_MAX_CHARS,
+    REQUEST_ID_MAX_CHARS,
     DownloadUnavailable,
     FallbackName,
     RequestSnapshot,
@@ -19,7 +22,7 @@ from schemas.events import (
     derive_event_id,
 )
 from services.notifier.handlers import NotifierDeps, handle_download_unavailable
-from vidpipe.net.webhooks import WebhookSender, verify, webhook_id_for
+from vidpipe.net.webhooks import MAX_BODY_BYTES, WebhookSender, verify, webhook_id_for
 from vidpipe.policy.messages import download_unavailable_message, resolve_language
 from vidpipe.testing import MemoryPublisher
 
@@ -268,3 +271,57 @@ async def test_a_redelivered_event_sends_the_same_notice_again() -> None:
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     ids = [e.event_id for e in publisher.events]
     assert ids[:2] == ids[2:]  # the recorder dedupes the second pair
+
+
+def maximal_unavailable() -> DownloadUnavailable:
+    """Every text of the event at its schema bound, in the characters that cost most in JSON."""
+    widest = "😀"  # 4 bytes in UTF-8 (the body is not ASCII-escaped)
+    return DownloadUnavailable(
+        event_id=derive_event_id("r", "DownloadUnavailable"),
+        occurred_at=OCCURRED,
+        request_id="r" * REQUEST_ID_MAX_CHARS,
+        provider=widest * 64,
+        provider_job_id=widest * PROVIDER_ID_MAX_CHARS,
+        generation_id=widest * PROVIDER_ID_MAX_CHARS,
+        reason_code="\x01" * 256,  # JSON escapes each as 6 bytes
+        http_status=404,
+        message="\x01" * MESSAGE_MAX_CHARS,
+        attempted_at=OCCURRED,
+        expires_at=EXPIRES,
+        request=RequestSnapshot(
+            prompt=widest * 4000,
+            callback_url=CALLBACK + "&pad=" + "p" * 1900,
+            metadata={f"k{i:02d}" + "k" * 60: widest * 512 for i in range(31)} | {"lang": "fr"},
+        ),
+    )
+
+
+async def test_a_maximal_event_makes_a_whole_notice_under_the_body_bound() -> None:
+    receiver = Receiver(200)
+    deps, publisher = deps_with(receiver)
+    event = maximal_unavailable()
+    await handle_download_unavailable(event, deps)
+    (request,) = receiver.requests
+    assert len(request.content) <= MAX_BODY_BYTES
+    data = verify(SECRET, request.headers, request.content, now=NOW)["data"]
+    # Under the bound, nothing needed cutting: every id arrives whole.
+    assert (data["provider_job_id"], data["generation_id"], data["reason_code"]) == (
+        event.provider_job_id,
+        event.generation_id,
+        event.reason_code,
+    )
+    assert notified(publisher, "webhook").delivered
+
+
+async def test_a_sender_with_a_smaller_bound_still_sends_the_notice_cut_to_fit() -> None:
+    receiver = Receiver(200)
+    deps, publisher = deps_with(receiver)
+    assert deps.webhooks is not None
+    deps.webhooks.max_body_bytes = 4096
+    await handle_download_unavailable(maximal_unavailable(), deps)
+    (request,) = receiver.requests
+    assert len(request.content) <= 4096
+    payload = verify(SECRET, request.headers, request.content, now=NOW)
+    assert payload["type"] == "video.download_unavailable"
+    assert payload["data"]["request_id"] == "r" * REQUEST_ID_MAX_CHARS
+    assert notified(publisher, "webhook").delivered

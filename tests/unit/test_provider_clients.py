@@ -677,7 +677,9 @@ async def test_openai_download_streams_and_keeps_auth_on_same_origin() -> None:
 
 @pytest.mark.parametrize("auth_header", ["authorization", "api-key"])
 async def test_download_redirect_to_another_origin_drops_credentials(auth_header: str) -> None:
-    signed = "https://blob.example.net/v/abc.mp4?sig=xyz"
+    # A public IP literal: a hop off the endpoint's origin passes the SSRF guard, which would
+    # resolve a name (and pin the request to the address it found).
+    signed = "https://93.184.215.14/v/abc.mp4?sig=xyz"
     rec = Recorder(httpx.Response(307, headers={"location": signed}), video_response(MP4))
     async with openai(rec, auth_header=auth_header).download("video_1", "video_1") as video:
         assert b"".join([c async for c in video.chunks]) == MP4

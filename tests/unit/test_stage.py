@@ -7,6 +7,7 @@ as processes: tests/e2e/test_pipeline.py.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -244,6 +245,28 @@ async def test_the_metrics_server_listens_while_the_stage_runs_and_stops_with_it
             assert (await client.get(url)).status_code == 200
         with pytest.raises(httpx.ConnectError):
             await client.get(url)
+
+
+async def test_readyz_says_why_the_stage_is_not_ready_and_healthz_that_it_lives(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path, metrics_port=0, health_interval_s=0.05)
+    stage = Stage("unit", settings, bootstrap_servers=NOWHERE)
+
+    @stage.dependencies
+    async def build(resources: Resources) -> None:
+        await resources.engine()  # a reachable database: only the broker is missing
+
+    async with httpx.AsyncClient(timeout=5) as client, stage.app.lifespan_context():
+        base = f"http://127.0.0.1:{stage.health_port}"
+        deadline = asyncio.get_running_loop().time() + 10
+        while (live := await client.get(f"{base}/healthz")).status_code != 200:
+            assert asyncio.get_running_loop().time() < deadline, live.text
+            await asyncio.sleep(0.05)
+        ready = await client.get(f"{base}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["reasons"] == ["broker not connected"]
+        assert "vidpipe_stage_ready 0.0" in (await client.get(f"{base}/metrics")).text
 
 
 # --- (c) publishing what the stage did not declare is refused --------------------------------

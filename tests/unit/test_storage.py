@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import re
+import string
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
+from schemas.events import REQUEST_ID_MAX_CHARS, GenerationRequested
+from services.placeholder.handlers import placeholder_key
 from tests.contracts.samples import chunks_of, failing_after, fake_mp4
 from tests.contracts.storage_contract import INVALID_KEYS
 from vidpipe.errors import ConfigurationError, InvalidVideo, VideoTooLarge
@@ -24,7 +29,9 @@ from vidpipe.storage import (
     storage_from_url,
     validate_key,
 )
+from vidpipe.storage.base import MAX_SEGMENT_CHARS, key_segment
 from vidpipe.testing import FakeSupabaseObject, FakeSupabaseStorage
+from vidpipe.usecases.fetch_video import video_key
 
 SECRET = "service-role-secret-value-123"
 X_URL = "https://x.supabase.co"
@@ -48,6 +55,140 @@ def test_valid_keys(key: str) -> None:
 def test_invalid_keys(key: str) -> None:
     with pytest.raises(ValueError):
         validate_key(key)
+
+
+# --- keys made from ids ------------------------------------------------------------------------
+
+# Supabase Storage's own key rule (storage-api `isValidKey`, S3's safe characters) and S3's
+# 1024-byte limit: every key vidpipe makes must pass it.
+SUPABASE_KEY_RE = re.compile(r"^(\w|/|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)*$", re.ASCII)
+
+NASTY_IDS = [
+    "",
+    ".",
+    "..",
+    "...",
+    "/",
+    "../../etc/passwd",
+    "a/../b",
+    "a/b",
+    "\\server\\share",
+    "x.json",
+    "x.tmp",
+    "gen:1",
+    "gen 1",
+    "\x00",
+    "nul\x00inside",
+    "\n\r\t",
+    "é",
+    "视频生成",
+    "😀" * 100,
+    "\ud800",
+    "-",
+    "_" * 400,
+    "a" * 196,
+    "a" * 197,
+    "a" * 255,
+    "a" * 256,
+    "a" * 10_000,
+    "." * 300,
+    "%2e%2e",
+    "CON",
+    "gen_01jq4yzv3xkq" * 30,
+]
+
+
+def random_ids(count: int, seed: int) -> list[str]:
+    """Strings of every kind: the id alphabet, dots, separators, controls, non-ASCII, surrogates."""
+    rng = random.Random(seed)
+    alphabets = [
+        string.ascii_letters + string.digits + "._:-",
+        "./",
+        string.printable,
+        "".join(map(chr, range(32))) + "\x7f",
+        "éß视频😀\u202e\ufeff\ud800\udfff",
+    ]
+    ids = []
+    for _ in range(count):
+        alphabet = "".join(rng.sample(alphabets, rng.randint(1, len(alphabets))))
+        ids.append("".join(rng.choice(alphabet) for _ in range(rng.choice([1, 5, 60, 255, 700]))))
+    return ids
+
+
+def assert_storable(key: str) -> None:
+    assert validate_key(key) == key, key
+    assert SUPABASE_KEY_RE.fullmatch(key) and len(key.encode()) <= 1024, key
+    assert all(len(part.encode()) <= 255 - 20 for part in key.split("/")), key
+
+
+def valid_request_ids(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = string.ascii_letters + string.digits + "._:-" + "." * 20  # dot-heavy on purpose
+    ids = [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(1, REQUEST_ID_MAX_CHARS)))
+        for _ in range(count)
+    ]
+    return [i for i in ids if i.strip(".")] + ["a" * REQUEST_ID_MAX_CHARS, ".a.", "v1..2"]
+
+
+def test_video_keys_are_storable_for_any_generation_id() -> None:
+    for generation_id in NASTY_IDS + random_ids(500, seed=8):
+        for request_id in ("req-1", "." * 127 + "a", "a" * REQUEST_ID_MAX_CHARS):
+            for index in (0, 15):
+                key = video_key(request_id, index, generation_id)
+                assert_storable(key)
+                assert key == video_key(request_id, index, generation_id), "the same every time"
+
+
+def test_any_text_becomes_a_segment_and_distinct_texts_stay_distinct() -> None:
+    texts = NASTY_IDS + random_ids(1000, seed=3)
+    for text in texts:
+        segment = key_segment(text)
+        assert_storable(f"{segment}/x.mp4")
+        assert "/" not in segment and segment.strip(".")
+    assert len({key_segment(t) for t in texts}) == len(set(texts))
+
+
+def test_every_request_id_the_schema_accepts_is_its_own_key_segment() -> None:
+    ids = valid_request_ids(2000, seed=1)
+    for request_id in ids:
+        GenerationRequested(request_id=request_id, prompt="p")  # the schema accepts it...
+        assert_storable(placeholder_key(request_id))  # ...and storage does too
+        assert placeholder_key(request_id) == f"{request_id}/placeholder.mp4"
+        assert video_key(request_id, 0, "gen_1") == f"{request_id}/0-gen_1.mp4"
+    assert len({placeholder_key(i) for i in ids}) == len(set(ids))
+
+
+def test_short_generation_ids_keep_the_keys_they_always_had() -> None:
+    assert video_key("r", 0, "gen_01jq") == "r/0-gen_01jq.mp4"
+    assert video_key("r", 1, "gen:01/jq") == "r/1-gen_01_jq.mp4"
+    long_key = video_key("r", 0, "g" * 1000)
+    assert long_key.startswith("r/0-ggg") and len(long_key) <= 2 + MAX_SEGMENT_CHARS
+    assert long_key != video_key("r", 0, "g" * 1001)
+
+
+@pytest.mark.parametrize(
+    "generation_id", ["g" * 10_000, "😀" * 300, "../" * 100, "x.json", "\x00" * 5]
+)
+async def test_the_local_folder_stores_under_keys_of_absurd_ids(
+    tmp_path: Path, generation_id: str
+) -> None:
+    storage = LocalFolderStorage(tmp_path)
+    request_id = "." * (REQUEST_ID_MAX_CHARS - 1) + "a"
+    key = video_key(request_id, 0, generation_id)
+    data = fake_mp4()
+    stored = await storage.put_stream(
+        key, chunks_of(data), content_type="video/mp4", max_bytes=10**6
+    )
+    assert await storage.stat(key) == stored
+    assert (tmp_path / key).read_bytes() == data
+    assert files_under(tmp_path) == [key, f"{key}.json"]
+
+
+def test_keys_with_overlong_segments_are_refused() -> None:
+    assert validate_key("a" * MAX_SEGMENT_CHARS + "/b.mp4")
+    with pytest.raises(ValueError, match="at most"):
+        validate_key("a" * (MAX_SEGMENT_CHARS + 1) + "/b.mp4")
 
 
 # --- local folder -----------------------------------------------------------------------------

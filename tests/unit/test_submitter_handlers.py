@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import idna
 import pytest
 
 from schemas.events import MESSAGE_MAX_CHARS, GenerationRequested, JobFailed, JobSubmitted
@@ -17,7 +20,15 @@ from services.submitter.handlers import (
 )
 from vidpipe.db.ledger import Ledger
 from vidpipe.db.tables import open_engine
-from vidpipe.errors import AuthenticationFailed, RateLimited
+from vidpipe.errors import (
+    AuthenticationFailed,
+    InputFetchError,
+    ProviderUnavailable,
+    RateLimited,
+    UnsafeURLError,
+)
+from vidpipe.net.guard import fetch_bounded
+from vidpipe.net.images import InputImageFetcher
 from vidpipe.providers.base import InputImage
 from vidpipe.testing import FakeProvider, MemoryPublisher
 
@@ -132,3 +143,199 @@ async def test_a_long_failure_message_is_clipped_to_the_contracts_limit(ledger: 
     (failed,) = publisher.of_type(JobFailed)
     assert isinstance(failed, JobFailed)
     assert failed.message == ("denied " * 500)[:MESSAGE_MAX_CHARS]
+
+
+# --- no paid job twice ---------------------------------------------------------------------
+
+
+async def test_a_lost_create_answer_is_reconciled_not_resent(ledger: Ledger) -> None:
+    provider = FakeProvider(lose_create_answers=1)
+    deps, publisher = _deps(ledger, provider)
+    await handle_generation_requested(_req("r"), deps)
+    # The job exists at the provider, its answer was lost: wait, keeping the slot and the intent.
+    assert len(provider.jobs) == 1 and publisher.events == []
+    assert len(publisher.scheduled) == 1
+    assert await ledger.in_use("azure-sora") == 1
+    await handle_generation_requested(_req("r"), deps)
+    assert len(provider.created) == 1, "a second paid job was started"
+    assert len(provider.list_calls) == 1
+    (submitted,) = publisher.of_type(JobSubmitted)
+    assert isinstance(submitted, JobSubmitted)
+    assert submitted.provider_job_id == provider.jobs[0].job_id
+    assert await ledger.in_use("azure-sora") == 1
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_at(wanted: str) -> Callable[[str], None]:
+    def crash(point: str) -> None:
+        if point == wanted:
+            raise _Crash(point)
+
+    return crash
+
+
+async def test_a_crash_between_create_and_ledger_write_adopts_the_job(ledger: Ledger) -> None:
+    provider = FakeProvider()
+    deps, publisher = _deps(ledger, provider)
+    deps.crash_point = _crash_at("after_create")
+    with pytest.raises(_Crash):
+        await handle_generation_requested(_req("r"), deps)
+    deps.crash_point = None
+    await handle_generation_requested(_req("r"), deps)  # the redelivery after the restart
+    assert len(provider.created) == 1
+    (submitted,) = publisher.of_type(JobSubmitted)
+    assert isinstance(submitted, JobSubmitted)
+    assert submitted.provider_job_id == "task_1"
+
+
+async def test_an_intent_whose_create_never_arrived_creates(ledger: Ledger) -> None:
+    provider = FakeProvider()
+    deps, publisher = _deps(ledger, provider)
+    deps.crash_point = _crash_at("after_intent")
+    with pytest.raises(_Crash):
+        await handle_generation_requested(_req("r"), deps)
+    deps.crash_point = None
+    await handle_generation_requested(_req("r"), deps)
+    assert len(provider.list_calls) == 1 and len(provider.created) == 1
+    assert len(publisher.of_type(JobSubmitted)) == 1
+
+
+async def test_another_requests_job_is_never_adopted(ledger: Ledger) -> None:
+    provider = FakeProvider()
+    deps, publisher = _deps(ledger, provider)
+    await handle_generation_requested(_req("first"), deps)  # same prompt, its own job
+    deps.crash_point = _crash_at("after_intent")
+    with pytest.raises(_Crash):
+        await handle_generation_requested(_req("second"), deps)
+    deps.crash_point = None
+    await handle_generation_requested(_req("second"), deps)
+    submitted = [e for e in publisher.of_type(JobSubmitted) if isinstance(e, JobSubmitted)]
+    jobs = {e.request_id: e.provider_job_id for e in submitted}
+    assert jobs == {"first": "task_1", "second": "task_2"}
+
+
+async def test_a_5xx_on_create_keeps_the_claim_and_reconciles(ledger: Ledger) -> None:
+    provider = FakeProvider(create_error=ProviderUnavailable("503", status_code=503))
+    deps, publisher = _deps(ledger, provider)
+    await handle_generation_requested(_req("r"), deps)
+    assert await ledger.in_use("azure-sora") == 1 and len(publisher.scheduled) == 1
+    provider.create_error = None
+    await handle_generation_requested(_req("r"), deps)
+    assert len(provider.list_calls) == 1
+    assert len(publisher.of_type(JobSubmitted)) == 1
+
+
+# --- every failure path frees the slot -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx.DecodingError("bad gzip"),
+        idna.IDNAError("bad label"),
+        UnicodeError("label too long"),
+        RuntimeError("anything"),
+        InputFetchError("HTTP 404"),
+    ],
+)
+async def test_any_image_fetch_error_fails_and_frees_the_slot(
+    ledger: Ledger, error: Exception
+) -> None:
+    async def broken(url: str) -> InputImage:
+        raise error
+
+    provider = FakeProvider()
+    deps, publisher = _deps(ledger, provider, quota=1)
+    deps.fetch_image = broken
+    await handle_generation_requested(_image_req("r"), deps)
+    (failed,) = publisher.of_type(JobFailed)
+    assert isinstance(failed, JobFailed) and failed.reason_code
+    assert provider.created == []
+    assert await ledger.in_use("azure-sora") == 0
+    # The quota of 1 is free again: the next request goes.
+    await handle_generation_requested(_req("next"), deps)
+    assert len(provider.created) == 1
+
+
+def _image_req(rid: str, url: str = "https://images.example/cat.png") -> GenerationRequested:
+    return GenerationRequested.model_validate(
+        {"request_id": rid, "prompt": "a fox", "input_image_url": url}
+    )
+
+
+async def _serve(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _gzip_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    body = b"this is not gzip at all" * 10
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    await writer.drain()
+    writer.close()
+
+
+async def _redirect_to_unencodable(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    # A 70-character label: the IDNA codec refuses it (labels are at most 63).
+    location = b"http://" + b"a" * 70 + b".example/cat.png"
+    writer.write(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n" % location)
+    await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize("serve", [_gzip_garbage, _redirect_to_unencodable])
+async def test_a_hostile_image_server_ends_in_job_failed_with_the_slot_released(
+    ledger: Ledger,
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> None:
+    """The real fetcher over a real socket: the bytes the server sends are the test."""
+    server, port = await _serve(serve)
+    provider = FakeProvider()
+    deps, publisher = _deps(ledger, provider, quota=1)
+    async with InputImageFetcher(max_bytes=100_000, allow_private=True) as fetcher:
+        # Requests may only name https URLs; the test server speaks plain HTTP on loopback.
+        async def fetch_local(url: str) -> InputImage:
+            return await fetcher(f"http://127.0.0.1:{port}/cat.png")
+
+        deps.fetch_image = fetch_local
+        try:
+            await handle_generation_requested(_image_req("r"), deps)
+        finally:
+            server.close()
+            await server.wait_closed()
+    (failed,) = publisher.of_type(JobFailed)
+    assert isinstance(failed, JobFailed)
+    assert failed.reason_code == "unsafe_input_url"
+    assert await ledger.in_use("azure-sora") == 0
+    assert provider.created == []
+
+
+async def test_the_guard_turns_garbled_answers_into_input_fetch_errors() -> None:
+    for serve in (_gzip_garbage, _redirect_to_unencodable):
+        server, port = await _serve(serve)
+        try:
+            async with httpx.AsyncClient() as client:
+                with pytest.raises(UnsafeURLError) as caught:
+                    await fetch_bounded(
+                        f"http://127.0.0.1:{port}/cat.png",
+                        client=client,
+                        max_bytes=100_000,
+                        allow_private=True,
+                    )
+        finally:
+            server.close()
+            await server.wait_closed()
+        # Terminal: retrying the same URL serves the same garbage.
+        assert getattr(caught.value, "retryable", False) is False

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from vidpipe.errors import ConfigurationError
 from vidpipe.net.guard import Resolver
 from vidpipe.net.webhooks import (
+    MAX_BODY_BYTES,
     WebhookSender,
     WebhookVerificationError,
     decode_secret,
@@ -293,11 +294,11 @@ async def test_unsafe_callbacks_are_refused_before_any_request(
     assert handler.requests == []
 
 
-async def test_oversized_bodies_are_refused() -> None:
-    with pytest.raises(ValueError, match="limit"):
-        await sender(Recorder(httpx.Response(200))).deliver(
-            HOOK, b"x" * (64 * 1024 + 1), webhook_id="msg_x"
-        )
+async def test_oversized_bodies_are_a_failed_delivery_not_an_error() -> None:
+    recorder = Recorder(httpx.Response(200))
+    result = await sender(recorder).deliver(HOOK, b"x" * (64 * 1024 + 1), webhook_id="msg_x")
+    assert (result.delivered, result.attempts, recorder.requests) == (False, 0, [])
+    assert result.error is not None and "limit" in result.error
 
 
 def test_the_sender_never_shows_its_secret() -> None:
@@ -323,3 +324,25 @@ async def test_settings_build_the_sender(tmp_path: Path) -> None:
 def test_encoded_bodies_are_compact_utf8_json() -> None:
     assert encode_body({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode()
     assert json.loads(encode_body({"x": None})) == {"x": None}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"message": "x" * 200_000},
+        {"message": "\x01" * 50_000},  # JSON escapes each as 6 bytes
+        {"message": "é" * 40_000, "other": "😀" * 40_000, "n": 7},
+        {"data": {"items": ["a" * 30_000, "b" * 30_000, "c" * 30_000]}, "id": "msg_1"},
+    ],
+)
+def test_bodies_are_cut_to_fit_their_bound_and_stay_json(payload: dict[str, object]) -> None:
+    body = encode_body(payload)
+    assert len(body) <= MAX_BODY_BYTES
+    decoded = json.loads(body)
+    assert set(decoded) == set(payload)  # shortened, never dropped
+    assert encode_body({"small": "é"}, max_bytes=100) == '{"small":"é"}'.encode()
+
+
+def test_a_body_whose_structure_alone_is_too_long_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot be cut"):
+        encode_body({f"key-{i}": i for i in range(100)}, max_bytes=64)

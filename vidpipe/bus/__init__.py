@@ -6,7 +6,9 @@ timer), so tests pass an in-memory one, the way httpx swaps transports.
     broker.py      make_broker: a KafkaBroker with dead letters and metrics on every subscriber
     publisher.py   Publisher (the interface) and KafkaPublisher (one FastStream publisher per
                    declared event type)
-    deadletter.py  poison -> `{prefix}deadletter`; other failures wait, then are redelivered
+    deadletter.py  the failure model: poison and messages out of attempts -> `{prefix}deadletter`
+                   (and JobFailed), world errors waited out without bound
+    health.py      StageHealth: /healthz, /readyz and the metrics on one port
     timers.py      durable timers: TimerScheduler writes them, TimerRelay releases them
     admin.py       topic administration
     address.py     where the broker is (the one rule for the CLI and the stages)

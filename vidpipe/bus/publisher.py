@@ -15,7 +15,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
 from pydantic import BaseModel
 
-from schemas.events import DeadLetter, Event
+from schemas.events import DeadLetter, Event, JobFailed
 from schemas.topics import Topics
 from vidpipe.bus.timers import TimerScheduler
 from vidpipe.errors import StageWiringError
@@ -51,6 +51,7 @@ class KafkaPublisher:
         stage: str,
         *,
         publishes: Iterable[type[Event]] = (),
+        reports_job_failures: bool = False,
     ) -> None:
         self._broker = broker
         self.topics = topics
@@ -61,6 +62,14 @@ class KafkaPublisher:
         }
         # Every stage can dead-letter (its middleware, its timer relay): documented like events.
         self._dead_letters = self._declare(topics.deadletter, DeadLetter)
+        # A stage that reports the requests it gives up on (vidpipe.bus.deadletter) publishes
+        # JobFailed on that path whether or not its handlers do.
+        self.reports_job_failures = reports_job_failures
+        self._job_failed: DefaultPublisher | None = None
+        if reports_job_failures:
+            self._job_failed = self._by_event.get(JobFailed) or self._declare(
+                topics.for_event(JobFailed), JobFailed
+            )
 
     @property
     def declared(self) -> tuple[type[Event], ...]:
@@ -98,6 +107,16 @@ class KafkaPublisher:
             letter.model_dump_json().encode(),
             key=(letter.original_key or "").encode(),
             headers=JSON_HEADERS,
+        )
+
+    async def publish_job_failed(self, event: JobFailed) -> None:
+        """The failure path's `JobFailed` (declared for it by `reports_job_failures`)."""
+        if self._job_failed is None:
+            raise StageWiringError(f"stage {self.stage!r} does not report job failures")
+        await self._job_failed.publish(
+            event.model_dump_json().encode(),
+            key=event.request_id.encode(),
+            headers={**JSON_HEADERS, "event-type": event.event_type},
         )
 
     async def schedule(

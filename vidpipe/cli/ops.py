@@ -448,3 +448,5 @@ def dlq_redrive(
         + f" in {result.elapsed_s:.2f} s",
         highlight=False,
     )
+    for refused in result.refused:
+        cli.console.print(f"refused: {refused}", highlight=False, markup=False)

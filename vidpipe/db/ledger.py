@@ -3,13 +3,16 @@
 Why a table and not memory: a redelivered or resent GenerationRequested must not start a second
 paid job, and a restarted submitter must know how many jobs are still in flight. Every step is a
 single conditional UPDATE/INSERT, atomic in SQLite and PostgreSQL alike, so replicas can share it.
+
+The intent (`intent_at`) is written before each create: a claim that has one and no job id may
+already have a paid job at the provider, so the submitter reconciles before creating again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +32,8 @@ class Submission:
     provider_job_id: str | None
     endpoint_host: str | None
     model: str | None
+    #: When a create was first sent for this claim; None: never sent (or the provider said no).
+    intent_at: datetime | None = None
 
 
 class Ledger:
@@ -57,7 +62,34 @@ class Ledger:
             provider_job_id=row["provider_job_id"],
             endpoint_host=row["endpoint_host"],
             model=row["model"],
+            intent_at=_aware(row["intent_at"]),
         )
+
+    async def record_intent(self, request_id: str) -> datetime:
+        """Note that a create is about to be sent (the first time counts); returns that time."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(submissions)
+                .where(submissions.c.request_id == request_id, submissions.c.intent_at.is_(None))
+                .values(intent_at=now, updated_at=now)
+            )
+        known = await self.get(request_id)
+        return known.intent_at if known is not None and known.intent_at is not None else now
+
+    async def taken_jobs(self, provider: str, job_ids: Iterable[str]) -> set[str]:
+        """Which of `job_ids` another request of `provider` already holds."""
+        wanted = list(job_ids)
+        if not wanted:
+            return set()
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(submissions.c.provider_job_id).where(
+                    submissions.c.provider == provider,
+                    submissions.c.provider_job_id.in_(wanted),
+                )
+            )
+            return {str(row[0]) for row in rows}
 
     async def try_acquire(self, request_id: str, provider: str, limit: int) -> bool:
         """Take one of `provider`'s `limit` slots for `request_id` (True if it already has one)."""
@@ -151,3 +183,10 @@ class Ledger:
                 )
             ).first()
         return int(row[0]) if row else 0
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands timestamps back naive; they were written in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -108,6 +108,9 @@ submissions = Table(
     Column("provider_job_id", String(256)),
     Column("endpoint_host", String(256)),
     Column("model", String(128)),
+    # When the first create was sent; set while the outcome is unknown, so a redelivery
+    # reconciles with the provider's job list before creating anything.
+    Column("intent_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

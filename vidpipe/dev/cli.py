@@ -3,8 +3,10 @@
 vidpipe/__main__.py adds them to the production commands when vidpipe.dev is installed (a
 checkout, the compose image); the wheel leaves this package out.
 
-vidpipe up          the whole dev stack, every stage its own process (Ctrl-C stops it)
-vidpipe down        stop what `vidpipe up` started
+vidpipe up          the whole dev stack, every stage its own process (Ctrl-C stops it); its
+                    broker keeps its log in `.vidpipe/kafka/`, so jobs in flight carry on
+vidpipe down        stop what `vidpipe up` started (the broker's log stays)
+vidpipe wipe        stop it and remove the broker's log, the logs, local records and videos
 vidpipe demo        up + sample requests + a live view + where the videos are
 vidpipe emulator    the provider emulator on its own
 """
@@ -24,6 +26,7 @@ from rich.table import Table
 from vidpipe.cli.context import CliContext, cli_context
 from vidpipe.cli.processes import wait_for_signal
 from vidpipe.cli.requests import follow_requests
+from vidpipe.errors import DevStackError
 from vidpipe.providers import configured_providers
 
 if TYPE_CHECKING:
@@ -52,9 +55,17 @@ def up(
 
     cli = cli_context(ctx)
     settings = cli.settings
-    stack = DevStack(settings, state_dir=settings.state_dir, emulator=emulator)
-    with cli.console.status("starting the dev stack…"):
-        stack.start()
+    stack = DevStack(settings, state_dir=settings.state_dir, emulator=emulator, keep_broker=True)
+    try:
+        with cli.console.status("starting the dev stack…"):
+            stack.start()
+    except DevStackError as exc:  # e.g. a stack already runs from this state dir
+        raise cli.fail(str(exc)) from None
+    if stack.cleaned:
+        cli.console.print(
+            "left by an earlier `vidpipe up`, stopped: " + ", ".join(stack.cleaned),
+            soft_wrap=True,
+        )
     _print_stack(cli, stack)
     cli.console.print("[dim]Ctrl-C or `vidpipe down` stops everything.[/dim]")
     try:
@@ -71,8 +82,22 @@ def down(ctx: typer.Context) -> None:
     from vidpipe.dev.stack import stop_recorded_stack
 
     cli = cli_context(ctx)
-    stopped = stop_recorded_stack(cli.settings.state_dir)
+    settings = cli.settings
+    stopped = stop_recorded_stack(settings.state_dir, settings.shutdown_timeout_s)
     cli.console.print("stopped: " + ", ".join(stopped) if stopped else "nothing was running.")
+
+
+@commands.command(rich_help_panel=_PANEL)
+def wipe(ctx: typer.Context) -> None:
+    """Stop the stack, then delete its broker log, logs, and local records and videos."""
+    from vidpipe.dev.stack import wipe_state
+
+    cli = cli_context(ctx)
+    removed = wipe_state(cli.settings)
+    for path in removed:
+        cli.console.print(f"removed {path}", highlight=False, soft_wrap=True)
+    if not removed:
+        cli.console.print("nothing to remove.")
 
 
 @commands.command(rich_help_panel=_PANEL)
@@ -92,7 +117,9 @@ def demo(
     os.environ.setdefault("VIDPIPE_REDOWNLOAD_MAX_INTERVAL_S", "5")
     cli = cli_context(ctx)
     settings = cli.settings
-    stack = DevStack(settings, state_dir=settings.state_dir)
+    # The same kept broker as `up`: a sample still in flight at Ctrl-C carries on next time,
+    # as its record in the same database says it will.
+    stack = DevStack(settings, state_dir=settings.state_dir, keep_broker=True)
     with cli.console.status("starting the dev stack (the first run fetches Kafka from Maven)…"):
         stack.start()
     _print_stack(cli, stack)
@@ -159,7 +186,10 @@ def emulator(
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8089,
     time_scale: Annotated[float, typer.Option(min=0.001, help="60 = a minute per second.")] = 1.0,
     download: Annotated[
-        str, typer.Option(help="ok, missing, delayed, flaky or json_body (for every job).")
+        str,
+        typer.Option(
+            help="ok, missing, delayed, flaky, json_body, truncated or redirect (for every job)."
+        ),
     ] = "ok",
 ) -> None:
     """Serve the provider emulator (both protocols). Its key: VIDPIPE_EMULATOR_API_KEY."""

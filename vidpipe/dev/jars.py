@@ -2,7 +2,9 @@
 
 `fetch_kafka_jars` writes a small POM naming the broker and its logging binding and lets Maven's
 dependency plugin copy them (and their runtime dependencies) into
-`$VIDPIPE_KAFKA_CACHE/kafka-<version>/libs`.
+`$VIDPIPE_KAFKA_CACHE/kafka-<version>/libs`. kafka-clients brings its codecs (snappy-java,
+lz4-java, zstd-jni) as runtime dependencies, so the console producer the tests publish with can
+compress with each.
 """
 
 from __future__ import annotations

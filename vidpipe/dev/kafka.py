@@ -4,16 +4,24 @@ The last resort of the dev stack when neither VIDPIPE_KAFKA_BOOTSTRAP nor a Dock
 available: the jars come from `jars.py`, the storage is formatted with `kafka.tools.StorageTool`,
 and `kafka.Kafka` runs as a child process on free loopback ports. Readiness is an admin call that
 gets an answer, never a sleep.
+
+With `keep=True` and a `data_dir` (what `vidpipe up` does, in `.vidpipe/kafka/`) the broker is
+durable: the storage is formatted once with a cluster id kept in `cluster.id`, later starts reuse
+the log (and the last ports when still free), and a broker left running by a killed owner
+(`broker.pid`) is stopped before the next one starts on the same data.
 """
 
 from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
+import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +42,7 @@ from vidpipe.dev.processes import (
 )
 from vidpipe.errors import KafkaStartError
 
-__all__ = ["DEFAULT_JVM_OPTIONS", "LocalKafka", "new_cluster_id"]
+__all__ = ["DEFAULT_JVM_OPTIONS", "LocalKafka", "java_available", "new_cluster_id"]
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +72,18 @@ def new_cluster_id() -> str:
             return text
 
 
+# Files of a kept data_dir, next to the broker's own `data/` and `server.log`.
+CLUSTER_ID_FILE = "cluster.id"
+PORTS_FILE = "ports.json"
+PID_FILE = "broker.pid"
+
+
 class LocalKafka(ServerProcess):
-    """A throwaway single-node KRaft Kafka on free loopback ports.
+    """A single-node KRaft Kafka on loopback ports, throwaway or kept.
 
     Usage: `with LocalKafka() as kafka: use(kafka.bootstrap)` or `start()` / `stop()`.
-    Everything (config, metadata log, data, server log) is in `data_dir`, removed on stop
-    unless `keep=True`.
+    Everything (config, metadata log, data, server log) is in `data_dir`: a temporary one is
+    removed on stop; a given one is kept, and with `keep=True` reused by the next start.
     """
 
     def __init__(
@@ -127,15 +141,18 @@ class LocalKafka(ServerProcess):
         began = time.monotonic()
         if self._given_data_dir is not None:
             self._given_data_dir.mkdir(parents=True, exist_ok=True)
-            self.data_dir = self._given_data_dir
+            # Absolute: the JVM runs in it and reads its config files by these paths.
+            self.data_dir = self._given_data_dir.resolve()
         else:
             self.data_dir = Path(tempfile.mkdtemp(prefix="vidpipe-kafka-"))
         atexit.register(self.stop)
         try:
+            if self.keep:
+                self._stop_stale_broker()
             for attempt in range(3):
-                self._port, self.controller_port = free_ports(2)
+                self._port, self.controller_port = self._pick_ports(reuse=attempt == 0)
                 config = self._write_config()
-                if attempt == 0:
+                if attempt == 0 and not self.formatted:
                     self._format_storage(java, libs, config)
                 self._launch(java, libs, config)
                 try:
@@ -158,6 +175,10 @@ class LocalKafka(ServerProcess):
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
+        if self.keep:
+            (self.data_dir / PORTS_FILE).write_text(
+                json.dumps({"broker": self._port, "controller": self.controller_port})
+            )
         log.info(
             "local Kafka %s ready at %s in %.1f s (data in %s)",
             self.kafka_version,
@@ -167,16 +188,59 @@ class LocalKafka(ServerProcess):
         )
         return self
 
+    @property
+    def formatted(self) -> bool:
+        """True once the storage in `data_dir` is formatted (Kafka's meta.properties exists)."""
+        return self.data_dir is not None and (self.data_dir / "data" / "meta.properties").exists()
+
     def stop(self) -> None:
         """SIGTERM the broker's process group, SIGKILL after `stop_timeout_s`; clean up."""
         atexit.unregister(self.stop)
         self._kill()
+        if self.data_dir is not None:
+            (self.data_dir / PID_FILE).unlink(missing_ok=True)
         if self.data_dir is not None and not self.keep and self._given_data_dir is None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir = None if not self.keep else self.data_dir
         self._port = None
 
     # -- internals ----------------------------------------------------------------------
+
+    def _pick_ports(self, *, reuse: bool) -> tuple[int, int]:
+        """The ports of the last run when kept and both still free, else two free ones."""
+        assert self.data_dir is not None
+        if reuse and self.keep:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                last = json.loads((self.data_dir / PORTS_FILE).read_text())
+                wanted = (int(last["broker"]), int(last["controller"]))
+                if all(_port_free(port) for port in wanted):
+                    return wanted
+        broker, controller = free_ports(2)
+        return broker, controller
+
+    def _stop_stale_broker(self) -> None:
+        """Stop a broker a killed owner left on this data_dir: two JVMs cannot share a log."""
+        assert self.data_dir is not None
+        pid_file = self.data_dir / PID_FILE
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return
+        # Only our JVM: the pid may have been reused by an unrelated process since.
+        if _cmdline(pid).find(str(self.data_dir / "server.properties")) >= 0:
+            log.warning("stopping a stale broker (pid %s) left on %s", pid, self.data_dir)
+            _stop_pid_group(pid, self.stop_timeout_s)
+        pid_file.unlink(missing_ok=True)
+
+    def _cluster_id(self) -> str:
+        """The cluster id this data_dir was (or is about to be) formatted with, kept on disk."""
+        assert self.data_dir is not None
+        path = self.data_dir / CLUSTER_ID_FILE
+        if path.exists() and (kept := path.read_text().strip()):
+            return kept
+        cluster_id = new_cluster_id()
+        path.write_text(cluster_id + "\n")
+        return cluster_id
 
     def _exit_reason(self) -> str | None:
         if self._proc is None:
@@ -269,7 +333,7 @@ class LocalKafka(ServerProcess):
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            new_cluster_id(),
+            self._cluster_id(),
             "-c",
             str(config),
         ]
@@ -307,11 +371,54 @@ class LocalKafka(ServerProcess):
                 start_new_session=True,
                 preexec_fn=death_signal_preexec(signal.SIGTERM),
             )
+        (self.data_dir / PID_FILE).write_text(f"{self._proc.pid}\n")
 
     def _kill(self) -> None:
         if self._proc is not None:
             stop_process_group(self._proc, self.stop_timeout_s)
             self._proc = None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    """The command line of a live process ("" when gone or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _stop_pid_group(pid: int, timeout_s: float) -> None:
+    """SIGTERM the process group `pid` leads, SIGKILL it after `timeout_s`; wait until gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _cmdline(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _cmdline(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _cmdline(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def java_available() -> bool:
+    """True when a `java` is found (JAVA_HOME or PATH), so a LocalKafka can start."""
+    try:
+        _find_java()
+    except KafkaStartError:
+        return False
+    return True
 
 
 def _find_java() -> str:

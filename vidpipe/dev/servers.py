@@ -1,7 +1,8 @@
 """The real servers for dev, demo and tests, found or started in this order:
 
 Kafka:      given / VIDPIPE_KAFKA_BOOTSTRAP (used as is) -> Docker engine (testcontainers)
-            -> LocalKafka.
+            -> LocalKafka. Asked for a kept `data_dir` (`vidpipe up`): a LocalKafka on it
+            first when Java is found, since a container's log would go with the container.
 PostgreSQL: given / VIDPIPE_TEST_DATABASE_URL -> Docker engine -> LocalPostgres.
 
 Set VIDPIPE_DEV_DOCKER=0 to skip the Docker step even when an engine answers.
@@ -13,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from vidpipe.dev.docker import (
@@ -21,7 +23,7 @@ from vidpipe.dev.docker import (
     start_postgres_container,
 )
 from vidpipe.dev.jars import DEFAULT_KAFKA_VERSION
-from vidpipe.dev.kafka import LocalKafka
+from vidpipe.dev.kafka import LocalKafka, java_available
 from vidpipe.dev.postgres import LocalPostgres
 
 __all__ = [
@@ -78,15 +80,24 @@ def resolve_kafka(
     *,
     use_docker: bool | None = None,
     kafka_version: str | None = None,
+    data_dir: Path | None = None,
 ) -> KafkaHandle:
     """A reachable Kafka: the given/env broker address, else a container, else local jars.
 
     `bootstrap_servers` None falls back to VIDPIPE_KAFKA_BOOTSTRAP. Servers found through the
-    environment are never stopped by `handle.stop()`; started ones are.
+    environment are never stopped by `handle.stop()`; started ones are. With `data_dir`, a
+    started broker keeps its log there across stops (a LocalKafka; without Java, a throwaway
+    container, with a warning).
     """
     given = bootstrap_servers or os.environ.get("VIDPIPE_KAFKA_BOOTSTRAP")
     if given:
         return KafkaHandle(given, "env")
+    version = kafka_version or os.environ.get("VIDPIPE_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
+    if data_dir is not None:
+        if java_available():
+            kept = LocalKafka(version, data_dir=data_dir, keep=True).start()
+            return KafkaHandle(kept.bootstrap_servers, "local", kept.stop)
+        log.warning("no Java: the broker runs in a container and its log goes when it stops")
     if _docker_allowed(use_docker):
         try:
             container = start_kafka_container()
@@ -96,7 +107,6 @@ def resolve_kafka(
         if container is not None:
             log.info("Kafka from a Docker container at %s", container.address)
             return KafkaHandle(container.address, "docker", container.stop)
-    version = kafka_version or os.environ.get("VIDPIPE_KAFKA_VERSION") or DEFAULT_KAFKA_VERSION
     local = LocalKafka(version).start()
     return KafkaHandle(local.bootstrap_servers, "local", local.stop)
 

@@ -5,22 +5,30 @@ production, so killing or scaling one never touches the others. The broker comes
 VIDPIPE_KAFKA_BOOTSTRAP when set, else a Docker container, else local jars (vidpipe.dev).
 While it runs, `{state_dir}/up.json` records its broker address (read by every command through
 vidpipe.bus.address) and its processes (for `vidpipe down`).
+
+With `keep_broker` (`vidpipe up`, `vidpipe demo`) a broker the stack starts keeps its log in
+`{state_dir}/kafka/`: jobs in flight when the stack stops, or when `up` itself is killed, carry on
+at the next start. A start first stops what a killed `up` left running. `wipe_state` removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from services.registry import STAGES
 from vidpipe.bus.address import DEV_STACK_STATE_FILE, RECORDED_BROKER_KEY
@@ -28,10 +36,14 @@ from vidpipe.bus.admin import ensure_all_topics
 from vidpipe.cli.processes import ManagedProcess, stage_argv
 from vidpipe.dev.processes import free_ports, run_coro_sync
 from vidpipe.dev.servers import KafkaHandle, resolve_kafka
+from vidpipe.errors import DevStackError
 from vidpipe.providers import configured_providers
 from vidpipe.settings import Settings
 
-__all__ = ["DevStack", "read_state", "stop_recorded_stack"]
+__all__ = ["KAFKA_DIR", "DevStack", "read_state", "stop_recorded_stack", "wipe_state"]
+
+# The kept broker's folder inside the state dir.
+KAFKA_DIR = "kafka"
 
 
 @dataclass
@@ -46,6 +58,8 @@ class DevStack:
     emulator: bool | None = None
     emulator_env: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Keep a started broker's log in `{state_dir}/kafka/` across stops (else it is throwaway).
+    keep_broker: bool = False
 
     def __post_init__(self) -> None:
         self.processes: dict[str, ManagedProcess] = {}
@@ -53,13 +67,20 @@ class DevStack:
         self.emulator_url: str | None = None
         self._kafka: KafkaHandle | None = None
         self._env: dict[str, str] = {}
+        #: What a killed earlier `up` had left running, stopped by start().
+        self.cleaned: list[str] = []
 
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def kafka_dir(self) -> Path:
+        return self.state_dir / KAFKA_DIR
+
     def start(self) -> DevStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._clear_stale_state()
         try:
             self._start_broker()
             self._env = self._child_env()
@@ -86,8 +107,23 @@ class DevStack:
         """The environment the children get (also right for `vidpipe submit` / `status`)."""
         return dict(self._env)
 
+    def _clear_stale_state(self) -> None:
+        state = read_state(self.state_dir)
+        if state is None:
+            return
+        owner = int(state.get("owner_pid", 0))
+        if owner and owner != os.getpid() and _is_vidpipe(owner):
+            raise DevStackError(
+                f"a dev stack is already running from {self.state_dir} (pid {owner});"
+                " `vidpipe down` stops it"
+            )
+        # Its owner was killed: stop the stages and emulator it left, forget its address.
+        self.cleaned = stop_recorded_stack(self.state_dir, self.settings.shutdown_timeout_s)
+
     def _start_broker(self) -> None:
-        self._kafka = resolve_kafka(self.settings.kafka_bootstrap)
+        self._kafka = resolve_kafka(
+            self.settings.kafka_bootstrap, data_dir=self.kafka_dir if self.keep_broker else None
+        )
         bootstrap_servers = self.bootstrap_servers = self._kafka.bootstrap_servers
         run_coro_sync(lambda: ensure_all_topics(self.settings, bootstrap_servers))
 
@@ -141,9 +177,12 @@ class DevStack:
         (self.state_dir / DEV_STACK_STATE_FILE).write_text(json.dumps(state, indent=2))
 
     def stop(self) -> None:
-        # Stages first (they drain and commit), then the emulator, then the broker.
-        for name in [n for n in self.processes if n != "emulator"]:
-            self.processes[name].stop()
+        # Stages first (they drain and commit), all at once, then the emulator, then the broker.
+        # A stage gets its own shutdown timeout and a margin before it is killed.
+        stages = [p for name, p in self.processes.items() if name != "emulator"]
+        if stages:
+            with ThreadPoolExecutor(max_workers=len(stages)) as pool:
+                list(pool.map(lambda p: p.stop(self.settings.shutdown_timeout_s + 10), stages))
         if "emulator" in self.processes:
             self.processes["emulator"].stop(5)
         if self._kafka is not None:
@@ -180,33 +219,77 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def stop_recorded_stack(state_dir: Path) -> list[str]:
-    """`vidpipe down`: ask the process running `vidpipe up` to stop everything it started."""
+def stop_recorded_stack(state_dir: Path, shutdown_timeout_s: float = 30.0) -> list[str]:
+    """`vidpipe down`: ask the process running `vidpipe up` to stop everything it started.
+
+    Waits for it (its stages get `shutdown_timeout_s` each to finish their work); whatever
+    outlived a killed owner is stopped here, stage by stage, the same way.
+    """
     state = read_state(state_dir)
     if state is None:
         return []
     stopped = []
     owner = int(state.get("owner_pid", 0))
-    if owner and _alive(owner):
+    if owner and owner != os.getpid() and _is_vidpipe(owner):
         os.kill(owner, signal.SIGTERM)
         stopped.append(f"vidpipe up (pid {owner})")
-        deadline = time.monotonic() + 60
-        while _alive(owner) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    # Whatever outlived its owner (e.g. the owner was SIGKILLed) is stopped directly.
-    for name, pid in state.get("pids", {}).items():
-        if _alive(int(pid)):
-            os.killpg(int(pid), signal.SIGTERM)
-            stopped.append(f"{name} (pid {pid})")
+        _wait_gone([owner], shutdown_timeout_s + 60)
+    # The pids are checked to still be vidpipe's: after a crash they may have been reused.
+    leftover = {
+        name: int(pid) for name, pid in state.get("pids", {}).items() if _is_vidpipe(int(pid))
+    }
+    for name, pid in leftover.items():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        stopped.append(f"{name} (pid {pid})")
+    if not _wait_gone(list(leftover.values()), shutdown_timeout_s + 10):
+        for pid in leftover.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        _wait_gone(list(leftover.values()), 10)
     (state_dir / DEV_STACK_STATE_FILE).unlink(missing_ok=True)
     return stopped
 
 
-def _alive(pid: int) -> bool:
+def wipe_state(settings: Settings) -> list[Path]:
+    """`vidpipe wipe`: stop the stack, then remove its broker log, its logs and, when they live
+    in the state dir, the SQLite records and the stored videos. Returns what it removed."""
+    state_dir = settings.state_dir
+    stop_recorded_stack(state_dir, settings.shutdown_timeout_s)
+    targets = [state_dir / KAFKA_DIR, state_dir / "logs"]
+    database = make_url(settings.database_url)
+    if database.get_backend_name() == "sqlite" and database.database:
+        # With SQLite's write-ahead log and shared-memory files, when present.
+        targets += [Path(database.database + suffix) for suffix in ("", "-wal", "-shm")]
+    if settings.storage_url.startswith("file://"):
+        targets.append(Path(settings.storage_url.removeprefix("file://")))
+    removed = []
+    for path in targets:
+        # Only inside the state dir: a database or a video folder elsewhere is not the stack's.
+        if not path.exists() or not path.resolve().is_relative_to(state_dir.resolve()):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(path)
+    return removed
+
+
+def _is_vidpipe(pid: int) -> bool:
+    """True when `pid` is alive and runs vidpipe (a recorded pid may belong to another
+    program by now)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return False
-    except PermissionError:
-        return True
+    return b"vidpipe" in cmdline
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while any(_is_vidpipe(pid) for pid in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
     return True

@@ -1,7 +1,8 @@
 """Small real videos and images made with PyAV, and a probe that checks a file really plays.
 
-The emulator serves these as "generated" videos; storage and tests use `probe_mp4` and
-`looks_like_mp4` to refuse anything that is not a playable MP4 (e.g. a saved JSON error body).
+The emulator serves these as "generated" videos. Storage runs `probe_first_frame` on every
+download before it is kept (open, decode one frame, read the duration); tests use `probe_mp4`
+(decode every frame) and `looks_like_mp4` to refuse anything that is not a playable MP4.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import zlib
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import IO, Literal, TypedDict
 
 import av
 
@@ -24,6 +25,7 @@ __all__ = [
     "VideoProbeError",
     "image_size",
     "looks_like_mp4",
+    "probe_first_frame",
     "probe_mp4",
     "render_sample_image",
     "render_sample_mp4",
@@ -186,6 +188,32 @@ def image_size(data: bytes) -> tuple[int, int]:
         raise
     except (av.FFmpegError, OSError, ValueError, StopIteration) as exc:
         raise VideoProbeError(f"not a decodable image: {type(exc).__name__}") from exc
+
+
+def probe_first_frame(source: str | os.PathLike[str] | IO[bytes]) -> float:
+    """Open a video with PyAV, decode its first frame only, and return its duration in seconds.
+
+    Cheap whatever the length (storage runs it on every download). `source` is a path or a
+    seekable binary file, which is left open. Raises VideoProbeError when the file does not open,
+    has no video stream, no decodable frame, or no known duration (reported as 0).
+    """
+    target: str | IO[bytes] = source if not isinstance(source, str | os.PathLike) else str(source)
+    try:
+        with av.open(target, mode="r") as container:
+            if not container.streams.video:
+                raise VideoProbeError("no video stream")
+            stream = container.streams.video[0]
+            if next(container.decode(stream), None) is None:
+                raise VideoProbeError("video stream has no decodable frames")
+            if container.duration is not None:
+                return float(container.duration / av.time_base)
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return 0.0
+    except VideoProbeError:
+        raise
+    except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
+        raise VideoProbeError(f"{type(exc).__name__} while decoding") from exc
 
 
 def probe_mp4(source: bytes | str | os.PathLike[str]) -> VideoInfo:

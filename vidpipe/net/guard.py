@@ -33,6 +33,7 @@ __all__ = [
     "Resolver",
     "SafeTarget",
     "fetch_bounded",
+    "is_metadata_address",
     "is_public_address",
     "resolve_safe",
     "system_resolver",
@@ -49,6 +50,7 @@ _BLOCKED_NAMES = frozenset({"localhost", "metadata.google.internal", "metadata"}
 # Ranges `ipaddress` counts as global but that must never be reached from a server.
 _EXTRA_BLOCKED_V4 = (ipaddress.IPv4Network("100.64.0.0/10"),)  # CGNAT
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_AWS_METADATA_V6 = ipaddress.IPv6Address("fd00:ec2::254")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,29 @@ class SafeTarget:
             kwargs["timeout"] = timeout
         return client.build_request(
             method, pinned, headers=all_headers, extensions=extensions, **kwargs
+        )
+
+    def pinned_request(
+        self,
+        method: str,
+        *,
+        headers: httpx.Headers | dict[str, str],
+        extensions: dict[str, Any] | None = None,
+    ) -> httpx.Request:
+        """Like `build_request`, but a bare request: none of a client's defaults (base URL,
+        default query, headers) are added, for hops such as a pre-signed storage URL."""
+        original = httpx.URL(self.url)
+        all_headers = httpx.Headers(headers)
+        all_headers["Host"] = original.netloc.decode("ascii")
+        all_headers["Connection"] = "close"
+        all_extensions = dict(extensions or {})
+        if self.scheme == "https" and not _is_ip_literal(self.host):
+            all_extensions["sni_hostname"] = self.host
+        return httpx.Request(
+            method,
+            original.copy_with(host=self.addresses[0]),
+            headers=all_headers,
+            extensions=all_extensions,
         )
 
 
@@ -131,6 +156,19 @@ async def system_resolver(host: str, port: int) -> Sequence[str]:
     return [str(info[4][0]) for info in infos]
 
 
+def is_metadata_address(address: IPAddress) -> bool:
+    """True for link-local addresses (169.254/16, fe80::/10: where cloud metadata services
+    answer, e.g. 169.254.169.254) and AWS's IPv6 metadata address; refused even in development."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return is_metadata_address(address.ipv4_mapped)
+        if address in _NAT64:
+            return is_metadata_address(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if address == _AWS_METADATA_V6:
+            return True
+    return address.is_link_local
+
+
 def _parse_address(text: str) -> IPAddress:
     # getaddrinfo may return "fe80::1%eth0"; keep the scope so it is refused, not misread.
     return ipaddress.ip_address(text)
@@ -146,7 +184,8 @@ async def resolve_safe(
     """Vet a user-supplied URL; raise UnsafeURLError unless it may be fetched.
 
     `allowed_schemes` defaults to https only, or http and https when `allow_private` is set (local
-    development against the emulator). `allow_private` skips the address checks, not the others.
+    development against the emulator). `allow_private` skips the address checks, not the others,
+    and never lets a URL reach a link-local / cloud metadata address (`is_metadata_address`).
     """
     if allowed_schemes is None:
         allowed_schemes = ("http", "https") if allow_private else ("https",)
@@ -186,6 +225,8 @@ async def resolve_safe(
         # Every address must pass: the HTTP client might pick any of them.
         if not allow_private and not is_public_address(address):
             raise UnsafeURLError(f"URL host {host!r} resolves to a non-public address")
+        if is_metadata_address(address):
+            raise UnsafeURLError(f"URL host {host!r} resolves to a link-local (metadata) address")
         if str(address) not in addresses:
             addresses.append(str(address))
     return SafeTarget(
@@ -231,6 +272,13 @@ async def fetch_bounded(
         raise InputFetchError(
             f"input download failed: {type(exc).__name__}", retryable=True
         ) from None
+    except (httpx.DecodingError, httpx.InvalidURL) as exc:
+        # What the server sent (a garbled gzip body, a redirect to a host IDNA cannot encode) is
+        # the request's problem, not the world's: terminal, never retried.
+        raise InputFetchError(f"input download failed: {type(exc).__name__}") from None
+    except UnicodeError:
+        # idna.IDNAError is a UnicodeError; so is every other codec refusal of a host name.
+        raise InputFetchError("input download failed: the URL's host cannot be encoded") from None
 
 
 async def _fetch(

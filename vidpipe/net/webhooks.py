@@ -188,9 +188,57 @@ def webhook_id_for(request_id: str, *parts: object) -> str:
     return f"msg_{derive_event_id(request_id, 'webhook', *parts).hex}"
 
 
-def encode_body(payload: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON: the exact bytes that are signed and sent."""
+def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _longest_string(value: Any, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:
+    """The path to, and the value of, the longest string among `value`'s values (not keys)."""
+    if isinstance(value, str):
+        return path, value
+    children: Any = ()
+    if isinstance(value, Mapping):
+        children = value.items()
+    elif isinstance(value, list | tuple):
+        children = enumerate(value)
+    best: tuple[tuple[Any, ...], str] | None = None
+    for key, child in children:
+        found = _longest_string(child, (*path, key))
+        if found is not None and (best is None or len(found[1]) > len(best[1])):
+            best = found
+    return best
+
+
+def _replaced(value: Any, path: tuple[Any, ...], new: str) -> Any:
+    """A copy of `value` with the string at `path` replaced by `new`."""
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, Mapping):
+        return {k: (_replaced(v, rest, new) if k == head else v) for k, v in value.items()}
+    return [(_replaced(v, rest, new) if i == head else v) for i, v in enumerate(value)]
+
+
+def encode_body(payload: Mapping[str, Any], *, max_bytes: int = MAX_BODY_BYTES) -> bytes:
+    """Compact UTF-8 JSON: the exact bytes that are signed and sent, at most `max_bytes`.
+
+    A payload that would be longer has its longest string values cut (ending in "…"), one at a
+    time, until it fits: a notice is always sent, shortened, never refused for its size.
+    ValueError only when even its structure (keys, numbers, empty strings) is too long.
+    """
+    current: Any = payload
+    body = _dumps(current)
+    while len(body) > max_bytes:
+        found = _longest_string(current)
+        if found is None or not found[1]:
+            raise ValueError(f"webhook body cannot be cut below {len(body)} bytes")
+        path, text = found
+        # Every character is at least one byte, so dropping `excess` of them (and one for the
+        # marker's room) always shortens the body; the loop ends.
+        keep = max(len(text) - (len(body) - max_bytes) - 1, 0)
+        current = _replaced(current, path, text[:keep] + "…" if keep else "")
+        body = _dumps(current)
+    return body
 
 
 # --- delivery -----------------------------------------------------------------------------------
@@ -302,11 +350,11 @@ class WebhookSender:
             await self._client.aclose()
 
     async def deliver(self, url: str, body: bytes, *, webhook_id: str) -> DeliveryResult:
-        """POST `body` to `url`, signed; never raises for what the receiver or network does."""
+        """POST `body` to `url`, signed; never raises for what the receiver or network does.
+        A body over `max_bytes` (`encode_body` never makes one) is a failed delivery."""
         if len(body) > self.max_body_bytes:
-            raise ValueError(
-                f"webhook body is {len(body)} bytes; the limit is {self.max_body_bytes}"
-            )
+            error = f"webhook body is {len(body)} bytes; the limit is {self.max_body_bytes}"
+            return DeliveryResult(webhook_id, False, None, 0, error)
         try:
             target = await resolve_safe(
                 url, allow_private=self.allow_private, resolver=self._resolver

@@ -4,10 +4,15 @@ A dead letter keeps the original topic/partition/offset/key/value and the reason
 vidpipe.bus.deadletter). Once the cause is fixed (a schema relaxed, a bug in a stage deployed
 away), `redrive_dead_letters` re-publishes the original bytes with the original key to the
 original topic. A message that is still poison is simply dead-lettered again.
+
+Letters keep UTF-8 values as text and other bytes as base64, both redriven byte-exact; a letter
+whose value was cut to fit the broker (`original_value_truncated`) no longer holds the message,
+so its redrive is refused, with the reason, and the others still go.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -28,8 +33,10 @@ __all__ = [
     "DlqRedrive",
     "TopicRedrive",
     "list_dead_letters",
+    "original_bytes",
     "read_dead_letters",
     "redrive_dead_letters",
+    "refusal",
 ]
 
 DLQ_REDRIVEN_HEADER = "vidpipe-redriven-from-dlq"
@@ -127,6 +134,27 @@ async def list_dead_letters(
     )
 
 
+def original_bytes(letter: DeadLetter) -> bytes | None:
+    """The dead-lettered message's bytes exactly as they were, or None when the letter was cut."""
+    if letter.original_value_truncated:
+        return None
+    if letter.original_value_encoding == "base64":
+        return base64.b64decode(letter.original_value)
+    # UTF-8 text (letters before base64 escaped invalid bytes): byte-exact for valid UTF-8.
+    return letter.original_value.encode("utf-8")
+
+
+def refusal(letter: DeadLetter) -> str | None:
+    """Why this letter cannot be redriven, or None."""
+    if not letter.original_value_truncated:
+        return None
+    return (
+        f"{letter.original_topic} {letter.original_partition}/{letter.original_offset}: the value "
+        f"was cut to fit the broker ({letter.original_size} bytes, sha256 "
+        f"{letter.original_sha256}); the letter no longer holds the message, so it is not sent"
+    )
+
+
 @dataclass
 class TopicRedrive:
     matched: int = 0
@@ -144,6 +172,8 @@ class DlqRedrive:
     duplicates: int = 0
     unreadable: int = 0
     missing_topics: Counter[str] = field(default_factory=Counter)
+    #: Letters that cannot be sent back (a value cut to fit the broker), each with its reason.
+    refused: list[str] = field(default_factory=list)
     topics: dict[str, TopicRedrive] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
@@ -202,15 +232,16 @@ async def redrive_dead_letters(
             assert letter is not None
             per_topic = result.topics.setdefault(letter.original_topic, TopicRedrive())
             per_topic.matched += 1
-            if letter.original_topic not in known:
+            value = original_bytes(letter)
+            if value is None:
+                result.refused.append(refusal(letter) or "truncated")
+            elif letter.original_topic not in known:
                 result.missing_topics[letter.original_topic] += 1
             elif producer is not None:
                 key = letter.original_key
                 future = await producer.send(
                     letter.original_topic,
-                    # Letters keep the value as UTF-8 text (invalid bytes escaped), so this is
-                    # byte-exact for every message that was valid UTF-8.
-                    value=letter.original_value.encode("utf-8"),
+                    value=value,
                     key=key.encode("utf-8") if key is not None else None,
                     headers=[(DLQ_REDRIVEN_HEADER, f"{entry.partition}/{entry.offset}".encode())],
                 )

@@ -132,11 +132,12 @@ def project(current: dict[str, Any], event: Event) -> dict[str, Any]:
         case VideoStored():
             if event.variant_index == 0:
                 if event.placeholder:
-                    # A placeholder never replaces a real video.
-                    if current.get("status") not in _FINAL and _rank("placeholder") >= _rank(
-                        current.get("status")
-                    ):
-                        changes.update(_video_columns(event), status="placeholder")
+                    # A placeholder never replaces a real video, and still shows on a row that
+                    # got past `placeholder` first (`gave_up`, `expired`, `failed_over`).
+                    if current.get("status") not in _FINAL:
+                        changes.update(_video_columns(event))
+                        if _rank("placeholder") >= _rank(current.get("status")):
+                            changes["status"] = "placeholder"
                 else:
                     changes.update(_video_columns(event), status="stored", next_retry_at=None)
                     changes["error_message"] = None
@@ -150,10 +151,22 @@ def project_parent(
 ) -> dict[str, Any]:
     """The changes a failover child's event makes to its parent's row."""
     changes: dict[str, Any] = {}
-    if isinstance(event, GenerationRequested) and parent.get("status") not in _FINAL:
-        if _rank("failed_over") >= _rank(parent.get("status")):
-            changes["status"] = "failed_over"
+    if isinstance(event, GenerationRequested) and _child_video_first(parent, child_row):
+        # The child's video (on video.stored) was recorded before its request (on
+        # generation.requested): the topics are not ordered, so link the video now.
+        changes.update(
+            {column: child_row.get(column) for column in _VIDEO_COLUMNS},
+            status="stored",
+            next_retry_at=None,
+            failover_request_id=child_row["request_id"],
+        )
+    elif isinstance(event, GenerationRequested):
+        # Linked even when the parent got its own video first (a retry racing the failover).
         changes["failover_request_id"] = child_row["request_id"]
+        if parent.get("status") not in _FINAL and _rank("failed_over") >= _rank(
+            parent.get("status")
+        ):
+            changes["status"] = "failed_over"
     elif (
         isinstance(event, VideoStored)
         and not event.placeholder
@@ -164,6 +177,18 @@ def project_parent(
         changes.update(_video_columns(event), status="stored", next_retry_at=None)
         changes["failover_request_id"] = child_row["request_id"]
     return {k: v for k, v in changes.items() if parent.get(k) != v}
+
+
+_VIDEO_COLUMNS = ("output_image_url", "placeholder", "video_size_bytes", "video_sha256", "progress")
+
+
+def _child_video_first(parent: dict[str, Any], child_row: dict[str, Any]) -> bool:
+    child_has_video = (
+        child_row.get("status") == "stored"
+        and not child_row.get("placeholder")
+        and child_row.get("output_image_url") is not None
+    )
+    return child_has_video and (parent.get("status") != "stored" or bool(parent.get("placeholder")))
 
 
 def _video_columns(event: VideoStored) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, ClassVar
 
 import httpx
@@ -12,9 +13,19 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from schemas.events import JobState
-from vidpipe.errors import ConfigurationError, NotFound, ProviderError
+from vidpipe.errors import ConfigurationError, NotFound, ProviderError, ProviderUnavailable
 from vidpipe.net.retry import RetryPolicy
-from vidpipe.providers.base import ProviderConfig, ProviderJob, VideoDownload, VideoSpec
+from vidpipe.providers.base import (
+    LIST_PAGE_SIZE,
+    ProviderConfig,
+    ProviderJob,
+    VideoDownload,
+    VideoSpec,
+    create_outcome,
+    echoed_int,
+    echoed_text,
+    jobs_since,
+)
 from vidpipe.providers.download import stream_video
 from vidpipe.providers.error_mapping import parse_error_body, truncate
 from vidpipe.providers.http import (
@@ -115,12 +126,30 @@ class AzureSoraClient:
         headers = {"Idempotency-Key": idempotency_key}
 
         async def attempt() -> httpx.Response:
-            return await self._send(
-                "POST", "video/generations/jobs", "create_job", model, headers=headers, **kwargs
-            )
+            try:
+                return await self._send(
+                    "POST", "video/generations/jobs", "create_job", model, headers=headers, **kwargs
+                )
+            except ProviderUnavailable as exc:
+                raise create_outcome(exc) from exc.__cause__
 
         response = await self._retry.call(attempt)
         return self._job(response, "create_job", malformed_retryable=False)
+
+    async def list_jobs(self, since: datetime) -> list[ProviderJob]:
+        async def page(after: str | None) -> httpx.Response:
+            params = {"limit": str(LIST_PAGE_SIZE)}
+            if after is not None:
+                params["after"] = after
+
+            async def attempt() -> httpx.Response:
+                return await self._send(
+                    "GET", "video/generations/jobs", "list_jobs", None, params=params
+                )
+
+            return await self._retry.call(attempt)
+
+        return await jobs_since(page, self._parse, since, provider=self.name)
 
     async def get_job(self, job_id: str) -> ProviderJob:
         path = f"video/generations/jobs/{path_segment(self.name, job_id)}"
@@ -192,6 +221,9 @@ class AzureSoraClient:
         data = job_object(
             response, self.name, action, "job", malformed_retryable=malformed_retryable
         )
+        return self._parse(data)
+
+    def _parse(self, data: dict[str, Any]) -> ProviderJob:
         raw_status = str(data["status"])
         # An unknown status is treated as in flight; polling ends at the job's own deadline.
         status: JobState = _STATUS.get(raw_status.lower(), "running")
@@ -216,6 +248,11 @@ class AzureSoraClient:
             failure_code=failure_code,
             failure_message=failure_message,
             model=str(model) if model is not None else None,
+            created_at=unix_to_datetime(data.get("created_at")),
+            prompt=echoed_text(data.get("prompt")),
+            width=echoed_int(data.get("width")),
+            height=echoed_int(data.get("height")),
+            seconds=echoed_int(data.get("n_seconds")),
         )
 
 

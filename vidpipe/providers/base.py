@@ -8,18 +8,18 @@ quota and how to build its client. `vidpipe.providers` lists those configs, one 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import JobState
-from vidpipe.errors import ConfigurationError
+from vidpipe.errors import ConfigurationError, CreateOutcomeUnknown, ProviderUnavailable
 from vidpipe.net.images import InputImage
 from vidpipe.net.retry import RetryPolicy
 
@@ -30,6 +30,10 @@ __all__ = [
     "ProviderJob",
     "VideoDownload",
     "VideoSpec",
+    "create_outcome",
+    "echoed_int",
+    "echoed_text",
+    "jobs_since",
 ]
 
 
@@ -61,6 +65,13 @@ class ProviderJob:
     # The provider's hint for the next status check (openai-poll-after-ms), in seconds.
     poll_after_s: float | None = None
     model: str | None = None
+    # What the job was asked for, as the provider echoes it: read when a lost create is
+    # reconciled against the provider's job list (`vidpipe.policy.submission.match_job`).
+    created_at: datetime | None = None
+    prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    seconds: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -88,6 +99,10 @@ class ProviderClient(Protocol):
 
     async def get_job(self, job_id: str) -> ProviderJob: ...
 
+    async def list_jobs(self, since: datetime) -> list[ProviderJob]:
+        """The jobs created at or after `since` (newest first), from the provider's list."""
+        ...
+
     def download(
         self, job_id: str, generation_id: str
     ) -> AbstractAsyncContextManager[VideoDownload]:
@@ -95,6 +110,82 @@ class ProviderClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def create_outcome(exc: ProviderUnavailable) -> ProviderUnavailable:
+    """A failed create's error as the submitter must see it: if the request may have reached
+    the provider (anything but a refused connection), the answer was lost, not the job."""
+    cause = exc.__cause__
+    if isinstance(cause, httpx.TransportError) and not isinstance(
+        cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+    ):
+        lost = CreateOutcomeUnknown(f"{exc.message}; the job may exist", status_code=None)
+        lost.__cause__ = cause
+        return lost
+    return exc
+
+
+#: The list endpoints' largest page, and how many pages a reconciliation reads at most.
+LIST_PAGE_SIZE = 100
+LIST_MAX_PAGES = 20
+
+#: One page of a provider's job list, given the id to list after (None: the newest page).
+FetchPage = Callable[[str | None], Awaitable[httpx.Response]]
+
+
+async def jobs_since(
+    fetch_page: FetchPage,
+    parse: Callable[[dict[str, Any]], ProviderJob],
+    since: datetime,
+    *,
+    provider: str,
+) -> list[ProviderJob]:
+    """Page through a newest-first job list until a job older than `since` (or the end).
+
+    Both protocols answer `{"data": [...], "has_more": bool}` and page with `after=<last id>`."""
+    found: list[ProviderJob] = []
+    after: str | None = None
+    for _page in range(LIST_MAX_PAGES):
+        response = await fetch_page(after)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        items = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(items, list):
+            raise ProviderUnavailable(
+                f"{provider} list_jobs: HTTP {response.status_code} without a list object",
+                status_code=response.status_code,
+            )
+        reached_older = False
+        for item in items:
+            if not isinstance(item, dict) or not item.get("id") or not item.get("status"):
+                continue
+            job = parse(item)
+            if job.created_at is not None and job.created_at < since:
+                reached_older = True
+                continue
+            found.append(job)
+        if reached_older or not items or body.get("has_more") is not True:
+            break
+        after = str(items[-1].get("id"))
+    return found
+
+
+def echoed_text(value: object) -> str | None:
+    """A string field of a job object, or None."""
+    return value if isinstance(value, str) else None
+
+
+def echoed_int(value: object) -> int | None:
+    """A whole-number field of a job object (int or digit string), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 class ProviderConfig(BaseSettings):

@@ -3,17 +3,30 @@
 Providers often answer a download with a redirect to a pre-signed blob URL, and sometimes with a
 200 that is really a JSON error. `stream_video` follows redirects itself so credentials go only to
 the origin they were configured for, and hands back a stream only when the answer looks like a
-video (the bytes are checked again, ftyp box and all, before anything is stored).
+video (the bytes are checked again, box structure and a decode, before anything is stored).
+
+Redirects and the SSRF guard (the rule docs/providers.md states):
+- a hop to the configured endpoint's own origin (scheme, host, port) is followed as is: that is
+  the server the operator configured (the emulator on loopback, in tests);
+- a hop anywhere else is vetted like a user-supplied URL (`vidpipe.net.guard.resolve_safe`):
+  https only, every address the host resolves to public (no loopback, private, CGNAT,
+  link-local/metadata, ...), and the connection is pinned to the vetted address (no DNS
+  rebinding). With `VIDPIPE_ALLOW_PRIVATE_URLS=true` (development only) such a hop may also be
+  http and reach loopback or private addresses, never link-local/metadata ones;
+- a refused hop is `DownloadNotAvailable` (terminal), before a byte is sent there.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
-from vidpipe.errors import DownloadNotAvailable, InvalidVideo
+from vidpipe.errors import DownloadNotAvailable, InvalidVideo, UnsafeURLError
+from vidpipe.net.guard import Resolver, resolve_safe
 from vidpipe.providers.base import VideoDownload
 from vidpipe.providers.error_mapping import (
     describe,
@@ -24,7 +37,7 @@ from vidpipe.providers.error_mapping import (
     truncate,
 )
 
-__all__ = ["MAX_REDIRECTS", "stream_video"]
+__all__ = ["MAX_REDIRECTS", "allow_private_from_env", "stream_video"]
 
 MAX_REDIRECTS = 5
 # Headers that carry credentials; dropped when a download redirects to another origin
@@ -35,7 +48,46 @@ _BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "a
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+    return (a.scheme, a.host, a.port or _port(a)) == (b.scheme, b.host, b.port or _port(b))
+
+
+def _port(url: httpx.URL) -> int | None:
+    return {"http": 80, "https": 443}.get(url.scheme)
+
+
+def allow_private_from_env() -> bool:
+    """`VIDPIPE_ALLOW_PRIVATE_URLS`, read as `Settings` reads it (unset or invalid: False).
+
+    Read here, not passed in, so every provider client gets the same rule without plumbing."""
+    raw = os.environ.get("VIDPIPE_ALLOW_PRIVATE_URLS")
+    if raw is None:
+        return False
+    try:
+        return TypeAdapter(bool).validate_python(raw)
+    except ValidationError:
+        return False
+
+
+async def _redirect_request(
+    endpoint: httpx.URL,
+    target: httpx.URL,
+    headers: httpx.Headers,
+    extensions: dict[str, object],
+    *,
+    provider: str,
+    action: str,
+    allow_private: bool,
+    resolver: Resolver | None,
+) -> httpx.Request:
+    """The request for one redirect hop, vetted by the rule in the module doc."""
+    if _same_origin(endpoint, target):
+        return httpx.Request("GET", target, headers=headers, extensions=extensions)
+    try:
+        safe = await resolve_safe(str(target), allow_private=allow_private, resolver=resolver)
+    except UnsafeURLError as exc:
+        # The reason names the host at most, never the query (a signed URL's token).
+        raise DownloadNotAvailable(f"{provider} {action}: redirect refused: {exc}") from None
+    return safe.pinned_request("GET", headers=headers, extensions=extensions)
 
 
 async def _guarded_chunks(
@@ -59,17 +111,25 @@ async def stream_video(
     secrets: Iterable[str],
     params: Mapping[str, str] | None = None,
     follow_redirects: bool = True,
+    allow_private: bool | None = None,
+    resolver: Resolver | None = None,
 ) -> AsyncIterator[VideoDownload]:
     """GET a video, streamed, yielding only a real-looking video response.
 
     404/410 → DownloadNotAvailable; 5xx/timeouts → ProviderUnavailable (the caller retries the
     download alone, never the job); a 200 that is not video/* → InvalidVideo, so a JSON error body
     is never stored as an .mp4. Redirects are followed by hand: credentials go only to the origin
-    they were configured for.
+    they were configured for, and a hop elsewhere passes the SSRF guard (module doc);
+    `allow_private` defaults to `VIDPIPE_ALLOW_PRIVATE_URLS`, `resolver` to the system's.
     """
     secrets = tuple(secrets)
+    if allow_private is None:
+        allow_private = allow_private_from_env()
     async with AsyncExitStack() as stack:
         req = client.build_request("GET", url, params=params)
+        endpoint = req.url  # the configured endpoint: the one origin trusted as is
+        # The URL as the provider wrote it: a pinned hop's request names the IP instead.
+        current = req.url
         response: httpx.Response | None = None
         for _ in range(MAX_REDIRECTS + 1):
             try:
@@ -79,18 +139,26 @@ async def stream_video(
             stack.push_async_callback(response.aclose)
             if not (follow_redirects and response.is_redirect):
                 break
-            target = req.url.join(response.headers["location"])
+            target = current.join(response.headers["location"])
             headers = httpx.Headers(req.headers)
             headers.pop("host", None)
-            if not _same_origin(req.url, target):
+            if not _same_origin(current, target):
                 for name in AUTH_HEADERS:
                     headers.pop(name, None)
+            await response.aclose()
             # A fresh Request, not build_request: the client's default query (api-version) must
             # not be appended to a pre-signed storage URL.
-            req = httpx.Request(
-                "GET", target, headers=headers, extensions={"timeout": client.timeout.as_dict()}
+            req = await _redirect_request(
+                endpoint,
+                target,
+                headers,
+                {"timeout": client.timeout.as_dict()},
+                provider=provider,
+                action=action,
+                allow_private=allow_private,
+                resolver=resolver,
             )
-            await response.aclose()
+            current = target
         else:
             raise DownloadNotAvailable(
                 f"{provider} {action}: more than {MAX_REDIRECTS} redirects",

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import ClassVar
+from datetime import datetime
+from typing import Any, ClassVar
 
 import httpx
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from schemas.events import JobState
-from vidpipe.errors import ConfigurationError
+from vidpipe.errors import ConfigurationError, ProviderUnavailable
 from vidpipe.net.retry import RetryPolicy
-from vidpipe.providers.base import ProviderConfig, ProviderJob, VideoDownload, VideoSpec
+from vidpipe.providers.base import (
+    LIST_PAGE_SIZE,
+    ProviderConfig,
+    ProviderJob,
+    VideoDownload,
+    VideoSpec,
+    create_outcome,
+    echoed_int,
+    echoed_text,
+    jobs_since,
+)
 from vidpipe.providers.download import stream_video
 from vidpipe.providers.error_mapping import redact, truncate
 from vidpipe.providers.http import (
@@ -94,19 +105,46 @@ class OpenAIVideosClient:
         headers = {"Idempotency-Key": idempotency_key}
 
         async def attempt() -> httpx.Response:
-            return await request(
-                self._client,
-                "POST",
-                "videos",
-                provider=self.name,
-                action="create_job",
-                secrets=self._secrets,
-                headers=headers,
-                files=parts,
-            )
+            try:
+                return await request(
+                    self._client,
+                    "POST",
+                    "videos",
+                    provider=self.name,
+                    action="create_job",
+                    secrets=self._secrets,
+                    headers=headers,
+                    files=parts,
+                )
+            except ProviderUnavailable as exc:
+                raise create_outcome(exc) from exc.__cause__
 
         response = await self._retry.call(attempt)
         return self._job(response, "create_job", malformed_retryable=False)
+
+    async def list_jobs(self, since: datetime) -> list[ProviderJob]:
+        async def page(after: str | None) -> httpx.Response:
+            params = {"limit": str(LIST_PAGE_SIZE), "order": "desc"}
+            if after is not None:
+                params["after"] = after
+
+            async def attempt() -> httpx.Response:
+                return await request(
+                    self._client,
+                    "GET",
+                    "videos",
+                    provider=self.name,
+                    action="list_jobs",
+                    secrets=self._secrets,
+                    params=params,
+                )
+
+            return await self._retry.call(attempt)
+
+        def parse(data: dict[str, Any]) -> ProviderJob:
+            return self._parse(data, httpx.Headers())
+
+        return await jobs_since(page, parse, since, provider=self.name)
 
     async def get_job(self, job_id: str) -> ProviderJob:
         path = f"videos/{path_segment(self.name, job_id)}"
@@ -149,6 +187,9 @@ class OpenAIVideosClient:
         data = job_object(
             response, self.name, action, "video", malformed_retryable=malformed_retryable
         )
+        return self._parse(data, response.headers)
+
+    def _parse(self, data: dict[str, Any], headers: httpx.Headers) -> ProviderJob:
         video_id = str(data["id"])
         raw_status = str(data["status"])
         # An unknown status is treated as in flight; polling ends at the job's own deadline.
@@ -166,6 +207,7 @@ class OpenAIVideosClient:
         elif status == "failed":
             failure_code, failure_message = "unknown", "the video failed without an error object"
         model = data.get("model")
+        width, height = _size(data.get("size"))
         return ProviderJob(
             job_id=video_id,
             status=status,
@@ -175,9 +217,22 @@ class OpenAIVideosClient:
             expires_at=unix_to_datetime(data.get("expires_at")),
             failure_code=failure_code,
             failure_message=failure_message,
-            poll_after_s=_poll_after(response.headers),
+            poll_after_s=_poll_after(headers),
             model=str(model) if model is not None else None,
+            created_at=unix_to_datetime(data.get("created_at")),
+            prompt=echoed_text(data.get("prompt")),
+            width=width,
+            height=height,
+            seconds=echoed_int(data.get("seconds")),
         )
+
+
+def _size(value: object) -> tuple[int | None, int | None]:
+    """A size like 1280x720 → (1280, 720); anything else → (None, None)."""
+    if not isinstance(value, str):
+        return None, None
+    width, _, height = value.partition("x")
+    return echoed_int(width), echoed_int(height)
 
 
 def _progress(value: object) -> int | None:

@@ -5,13 +5,17 @@ Every backend validates the bytes (`vidpipe.storage.validation`) while it receiv
 always a complete, checked video.
 
 Keys are relative paths of ``[A-Za-z0-9._:/-]``, at most 512 characters, with no ``.``, ``..`` or
-empty segment and no leading ``/``; they may not end in ``.json`` or ``.tmp`` (the local folder's
-sidecars and temp files).
+empty segment, no segment over 200 characters and no leading ``/``; they may not end in ``.json``
+or ``.tmp`` (the local folder's sidecars and temp files). Every such key is a path the local
+filesystem takes (a file name of at most 255 bytes, with room for the sidecar's and the temp
+file's additions) and an object name Supabase Storage takes. `key_segment` turns any text (a
+request id, a provider's generation id) into a segment that obeys these rules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,12 +24,26 @@ from typing import IO, Protocol, runtime_checkable
 
 from vidpipe.storage.validation import Mp4StreamValidator, ValidatedVideo
 
-__all__ = ["WRITE_BATCH", "StoredObject", "VideoStorage", "validate_key", "validated_copy"]
+__all__ = [
+    "MAX_SEGMENT_CHARS",
+    "WRITE_BATCH",
+    "StoredObject",
+    "VideoStorage",
+    "key_segment",
+    "validate_key",
+    "validated_copy",
+]
 
 #: Writes are batched to this size: large enough that thread hand-offs are rare, small enough
 #: that memory stays flat whatever the video size.
 WRITE_BATCH = 1024 * 1024
 _KEY_RE = re.compile(r"[A-Za-z0-9._:/-]{1,512}")
+#: The longest key segment: a file name is at most 255 bytes, and the local folder adds up to
+#: about 20 to a video's name for its sidecar's temp file (".{name}.json.XXXXXXXX.tmp").
+MAX_SEGMENT_CHARS = 200
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9._:-]+")
+_UNSAFE_RE = re.compile(r"[^A-Za-z0-9._:-]")
+_DIGEST_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +91,27 @@ def validate_key(key: str) -> str:
     if not _KEY_RE.fullmatch(key):
         raise ValueError("storage key must be 1-512 characters of [A-Za-z0-9._:/-]")
     # Segment-wise, so a request id such as "v1..2" stays usable while "../x" cannot escape.
-    if key.startswith("/") or any(part in ("", ".", "..") for part in key.split("/")):
+    parts = key.split("/")
+    if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise ValueError("storage key must be a relative path without '.', '..' or empty segments")
+    if any(len(part) > MAX_SEGMENT_CHARS for part in parts):
+        raise ValueError(f"storage key segments must be at most {MAX_SEGMENT_CHARS} characters")
     if key.endswith((".json", ".tmp")):
         raise ValueError("storage key must not end in .json or .tmp")
     return key
+
+
+def key_segment(text: str, *, max_chars: int = MAX_SEGMENT_CHARS) -> str:
+    """`text` as one key segment: itself when it already is a valid one of at most `max_chars`,
+    else its safe characters (the others as "_"), cut, then "-" and a hash of the whole text, so
+    distinct texts stay distinct and the same text always maps to the same segment."""
+    if len(text) <= max_chars and _SEGMENT_RE.fullmatch(text) and text.strip("."):
+        return text
+    if max_chars <= _DIGEST_CHARS:
+        raise ValueError(f"a key segment needs more than {_DIGEST_CHARS} characters")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_DIGEST_CHARS]
+    prefix = _UNSAFE_RE.sub("_", text)[: max_chars - _DIGEST_CHARS - 1]
+    return f"{prefix}-{digest}"
 
 
 class _BatchedWriter:

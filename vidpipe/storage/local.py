@@ -13,7 +13,12 @@ from typing import IO, Any
 
 from vidpipe.errors import InvalidVideo
 from vidpipe.storage.base import WRITE_BATCH, StoredObject, validate_key, validated_copy
-from vidpipe.storage.validation import Mp4StreamValidator, ValidatedVideo, check_content_type
+from vidpipe.storage.validation import (
+    Mp4StreamValidator,
+    ValidatedVideo,
+    check_content_type,
+    check_playable,
+)
 
 __all__ = ["LocalFolderStorage"]
 
@@ -62,8 +67,9 @@ def _hash_file(path: Path) -> ValidatedVideo | None:
 class LocalFolderStorage:
     """Videos as files under `root`; `<key>.json` sidecars hold size, sha256 and content type.
 
-    A download is written to a temp file in the destination folder, fsynced, then renamed over the
-    final name, so a crash mid-download never leaves a partial file under a real key.
+    A download is written to a temp file in the destination folder, fsynced, decoded by PyAV
+    (`check_playable`), then renamed over the final name, so a crash mid-download never leaves a
+    partial file under a real key, and no file that does not play ever gets one.
     """
 
     def __init__(self, root: Path) -> None:
@@ -103,6 +109,8 @@ class LocalFolderStorage:
                     chunks, f, max_bytes=max_bytes, expected_length=expected_length
                 )
                 await asyncio.to_thread(_flush_and_sync, f)
+            # The whole file, decoded, before it takes the real name.
+            await check_playable(tmp)
             await asyncio.to_thread(os.replace, tmp, path)
         except BaseException:
             # Also on cancellation: the temp file must not outlive the attempt.

@@ -21,6 +21,7 @@ from vidpipe.storage.base import WRITE_BATCH, StoredObject, validate_key, valida
 from vidpipe.storage.validation import (
     Mp4StreamValidator,
     check_content_type,
+    check_playable,
     content_type_for_brand,
 )
 
@@ -36,7 +37,8 @@ class SupabaseStorage:
     """Videos in a Supabase Storage bucket, through its REST API.
 
     The upload needs the whole body, and validation must finish before anything is sent, so the
-    download is spooled to a temp file (memory up to 1 MiB, then disk) and streamed from there.
+    download is spooled to a temp file (memory up to 1 MiB, then disk), decoded by PyAV there
+    (`check_playable`), and streamed from there.
     sha256 and size travel as the object's user metadata (`x-metadata`), which `stat` reads back.
     """
 
@@ -111,6 +113,9 @@ class SupabaseStorage:
             video = await validated_copy(
                 chunks, spool, max_bytes=max_bytes, expected_length=expected_length
             )
+            # The whole file, decoded, before a byte is uploaded.
+            await asyncio.to_thread(spool.seek, 0)
+            await check_playable(spool)
             await asyncio.to_thread(spool.seek, 0)
             stored_type = content_type_for_brand(video.major_brand)
             metadata = json.dumps({"sha256": video.sha256, "size_bytes": video.size_bytes})

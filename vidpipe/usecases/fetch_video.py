@@ -3,11 +3,13 @@
 The fetcher and the redownloader both call `fetch_and_store`: look in storage first (a video
 already stored is announced again, never fetched again), else download and store it through
 `store_video`, and build the VideoStored. So a video is checked the same way (status, content
-type, MP4 `ftyp` box, size) and announced under the same event id whoever fetched it.
+type, MP4 box structure and a decode, size, an overall deadline) and announced under the same
+event id whoever fetched it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,9 +23,10 @@ from tenacity import (
 )
 
 from schemas.events import VideoStored, derive_event_id
-from vidpipe.errors import ProviderError
+from vidpipe.errors import ProviderError, ProviderUnavailable
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import StoredObject, VideoStorage
+from vidpipe.storage.base import MAX_SEGMENT_CHARS, key_segment
 
 __all__ = [
     "DownloadPolicy",
@@ -44,14 +47,20 @@ class DownloadPolicy:
     attempts: int = 3
     #: A tenacity wait; tests pass `wait_none()`.
     wait: Callable[..., float] | None = None
+    #: The whole download of one video, every attempt and wait included, must end within this;
+    #: past it the download fails as ProviderUnavailable (transient: reported, retried later).
+    deadline_s: float = 600.0
 
 
 def video_key(request_id: str, index: int, generation_id: str) -> str:
-    """Where variant `index` of a request is stored (the same key on every retry)."""
+    """Where variant `index` of a request is stored (the same key on every retry): a valid key
+    for any ids, as long ones are hashed down to a file name the filesystem takes."""
+    # ":" too becomes "_" in the generation's part, as it always did, so existing keys stay put.
     safe_generation = "".join(
         c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in generation_id
     )
-    return f"{request_id}/{index}-{safe_generation}.mp4"
+    name = key_segment(f"{index}-{safe_generation}", max_chars=MAX_SEGMENT_CHARS - len(".mp4"))
+    return f"{key_segment(request_id)}/{name}.mp4"
 
 
 @dataclass(frozen=True)
@@ -130,23 +139,36 @@ async def store_video(
     key: str,
     policy: DownloadPolicy,
 ) -> StoredObject:
-    """Download and store one video; raises the provider's error when it cannot be had."""
+    """Download and store one video; raises the provider's error when it cannot be had.
+
+    A download that has not finished within `policy.deadline_s` (a server trickling bytes,
+    retries piling up) is cancelled, leaving nothing stored, and raised as ProviderUnavailable.
+    """
     retrying = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
         wait=policy.wait or wait_exponential_jitter(initial=1, max=20),
         retry=retry_if_exception(lambda exc: bool(getattr(exc, "retryable", False))),
         reraise=True,
     )
-    async for attempt in retrying:
-        with attempt:
-            async with client.download(job_id, generation_id) as download:
-                return await storage.put_stream(
-                    key,
-                    download.chunks,
-                    content_type=download.content_type,
-                    max_bytes=policy.max_bytes,
-                    expected_length=download.content_length,
-                )
+    deadline = asyncio.timeout(policy.deadline_s)
+    try:
+        async with deadline:
+            async for attempt in retrying:
+                with attempt:
+                    async with client.download(job_id, generation_id) as download:
+                        return await storage.put_stream(
+                            key,
+                            download.chunks,
+                            content_type=download.content_type,
+                            max_bytes=policy.max_bytes,
+                            expected_length=download.content_length,
+                        )
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise ProviderUnavailable(
+            f"download did not finish within {policy.deadline_s:g}s"
+        ) from None
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 

@@ -6,6 +6,8 @@ Admin (same auth as the APIs, except health):
     POST /_emulator/config   -> partial update, e.g. {"download": "missing"}; 422 on bad fields
     POST /_emulator/reset    -> forget all jobs and counters
     GET  /_emulator/stats    -> counters, e.g. {"azure.jobs_created": 3, ...}
+    GET  /_emulator/sample.mp4 -> the sample video, without auth (as a pre-signed blob URL
+                                 serves it: a target for the "redirect" download mode)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidpipe.dev.emulator import azure, openai_videos
-from vidpipe.dev.emulator.common import error_response, state_of
+from vidpipe.dev.emulator.common import bytes_response, error_response, state_of
 from vidpipe.dev.emulator.config import EmulatorConfig
 from vidpipe.dev.emulator.state import EmulatorState
 
@@ -115,6 +117,12 @@ async def stats(request: Request) -> Response:
     return JSONResponse(dict(state_of(request).stats))
 
 
+async def sample_video(request: Request) -> Response:
+    state = state_of(request)
+    data = await state.sample_video()
+    return bytes_response(request, data, media_type="video/mp4", last_modified=state.clock())
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 404:
@@ -145,6 +153,7 @@ def create_app(config: EmulatorConfig | EmulatorState | None = None) -> Starlett
             Route("/_emulator/config", update_config, methods=["POST"]),
             Route("/_emulator/reset", reset, methods=["POST"]),
             Route("/_emulator/stats", stats, methods=["GET"]),
+            Route("/_emulator/sample.mp4", sample_video, methods=["GET", "HEAD"]),
         ],
         exception_handlers={404: _http_error, 405: _http_error},
     )

@@ -7,13 +7,14 @@ import logging
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from vidpipe.dev.emulator.common import (
     Body,
     BodyError,
     bytes_response,
+    drop_connection,
     error_response,
     rate_limit_headers,
     read_body,
@@ -167,7 +168,7 @@ async def create_job(request: Request) -> Response:
         body = await read_body(request)
     except BodyError as exc:
         return _bad(str(exc))
-    idem_key = request.headers.get("idempotency-key")
+    idem_key = request.headers.get("idempotency-key") if state.config.idempotency else None
     if idem_key:
         seen = state.idempotency.get((owner, "azure", idem_key))
         if seen is not None:
@@ -250,6 +251,10 @@ async def create_job(request: Request) -> Response:
         directives=directives,
         input_images=sum(1 for u in body.files if u.field == "files"),
     )
+    if directives.drop_after_create:
+        state.stats["azure.creates_dropped"] += 1
+        log.info("azure job %s created, connection dropped", job.id)
+        return drop_connection()
     if idem_key:
         state.idempotency[(owner, "azure", idem_key)] = (job.id, body.fingerprint())
     log.info("azure job %s created (%dx%d, %ds)", job.id, width, height, n_seconds)
@@ -397,10 +402,15 @@ async def get_video_content(request: Request) -> Response:
         )
     if verdict == "json_body":
         return error_response(200, "The content is not available.", code="content_not_available")
-    if verdict != "ok":
+    if verdict == "redirect":
+        return RedirectResponse(cfg.download_redirect_url, status_code=302)
+    if verdict not in ("ok", "truncated"):
         return _not_found("Content")
-    data = await state.sample_video()
-    return bytes_response(request, data, media_type="video/mp4", last_modified=job.end)
+    data = await state.served_video(verdict)
+    pace_s = (job.directives.download_seconds or 0.0) / cfg.time_scale
+    return bytes_response(
+        request, data, media_type="video/mp4", last_modified=job.end, pace_s=pace_s
+    )
 
 
 async def get_thumbnail(request: Request) -> Response:

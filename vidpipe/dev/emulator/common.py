@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -11,9 +12,11 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
+import httpx
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from vidpipe.dev.emulator.state import EmulatorState
 from vidpipe.errors import BodyError
@@ -24,6 +27,7 @@ __all__ = [
     "BodyError",
     "Upload",
     "bytes_response",
+    "drop_connection",
     "error_response",
     "rate_limit_headers",
     "read_body",
@@ -53,6 +57,24 @@ def error_response(
     if inner_error is not None:
         error["inner_error"] = inner_error
     return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+class _DroppedConnection(Response):
+    """Start the answer, then break the connection: the client never reads the job it created."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [*self.raw_headers, (b"content-length", b"4096")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"id": ', "more_body": True})
+        # Served by uvicorn, the connection closes with the body short of its length (the
+        # client reads a RemoteProtocolError); served in process by httpx's ASGITransport, this
+        # error is what the client sees.
+        raise httpx.RemoteProtocolError("emulator: connection dropped after create")
+
+
+def drop_connection() -> Response:
+    """`[emulator:drop_after_create]`: the job exists, its answer is lost on the way."""
+    return _DroppedConnection(headers={"content-type": "application/json"})
 
 
 def rate_limit_headers(real_seconds: float, *, with_ms: bool) -> dict[str, str]:
@@ -148,10 +170,18 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
     return start, end
 
 
-async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+# A paced body goes in at least this many pieces, so a client is caught mid-read.
+_PACED_PIECES = 8
+
+
+async def _chunks(data: bytes, pace_s: float = 0.0) -> AsyncIterator[bytes]:
     view = memoryview(data)
-    for offset in range(0, len(data), CHUNK_SIZE):
-        yield bytes(view[offset : offset + CHUNK_SIZE])
+    size = CHUNK_SIZE if pace_s <= 0 else max(1, min(CHUNK_SIZE, -(-len(data) // _PACED_PIECES)))
+    pieces = max(1, -(-len(data) // size))
+    for offset in range(0, len(data), size):
+        if pace_s > 0:
+            await asyncio.sleep(pace_s / pieces)
+        yield bytes(view[offset : offset + size])
 
 
 def bytes_response(
@@ -161,8 +191,10 @@ def bytes_response(
     media_type: str,
     last_modified: float,
     extra_headers: dict[str, str] | None = None,
+    pace_s: float = 0.0,
 ) -> Response:
-    """Stream `data` in chunks with length, validators, HEAD and single-range support."""
+    """Stream `data` in chunks with length, validators, HEAD and single-range support; with
+    `pace_s`, the body is spread over that many seconds (a slow download)."""
     headers = {
         "accept-ranges": "bytes",
         "last-modified": formatdate(last_modified, usegmt=True),
@@ -185,5 +217,5 @@ def bytes_response(
         # Starlette keeps an explicit content-length; the server sends no body for HEAD.
         return Response(status_code=status, headers=headers, media_type=media_type)
     return StreamingResponse(
-        _chunks(body), status_code=status, headers=headers, media_type=media_type
+        _chunks(body, pace_s), status_code=status, headers=headers, media_type=media_type
     )

@@ -19,8 +19,18 @@ __all__ = [
     "parse_directives",
 ]
 
-DownloadMode = Literal["ok", "missing", "delayed", "flaky", "json_body"]
-DOWNLOAD_MODES: tuple[str, ...] = ("ok", "missing", "delayed", "flaky", "json_body")
+# "truncated": a real MP4 cut at 40 %, served whole (its Content-Length is the cut length);
+# "redirect": 302 to `download_redirect_url` (by default the cloud metadata address).
+DownloadMode = Literal["ok", "missing", "delayed", "flaky", "json_body", "truncated", "redirect"]
+DOWNLOAD_MODES: tuple[str, ...] = (
+    "ok",
+    "missing",
+    "delayed",
+    "flaky",
+    "json_body",
+    "truncated",
+    "redirect",
+)
 
 
 class EmulatorConfig(BaseModel):
@@ -55,6 +65,9 @@ class EmulatorConfig(BaseModel):
     )  # assets expire this long after creation/completion
     expired_status: Literal[404, 410] = 410
     flaky_status: int = Field(default=502, ge=500, le=599)
+    # Where "redirect" sends a content request: absolute, or a path on the emulator itself
+    # (e.g. /_emulator/sample.mp4, the sample video as a pre-signed blob URL would serve it).
+    download_redirect_url: str = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
 
     # Failures and moderation.
     fail: str | None = Field(default=None, pattern=r"^[a-z_]+$")  # every job fails with this reason
@@ -69,6 +82,9 @@ class EmulatorConfig(BaseModel):
     status_error_rate: float = Field(default=0.0, ge=0, le=1)  # share of job GETs answering 5xx
     status_error_code: int = Field(default=503, ge=500, le=599)
     seed: int | None = None  # seeds the status-error dice, for repeatable runs
+    # False: Idempotency-Key is ignored, as a provider that does not honour it would (neither real
+    # API promises to); vidpipe must still start one job per request.
+    idempotency: bool = True
 
     # Routing checks.
     deployments: list[str] | None = None  # None: any model / deployment name is accepted
@@ -111,7 +127,10 @@ class Directives:
 
     Supported: download=MODE, download_delay=SECONDS, fail=REASON, slow[=FACTOR],
     duration=SECONDS (whole in-flight time), retention=SECONDS, rate_limit (this create
-    answers 429), status_errors=N (the first N status GETs of the job answer 5xx).
+    answers 429), status_errors=N (the first N status GETs of the job answer 5xx),
+    drop_after_create (the job is created, then the connection drops before the answer, and
+    the Idempotency-Key is not remembered: a provider that does not honour it),
+    download_seconds=SECONDS (the video's body is sent slowly, spread over that long).
     """
 
     download: DownloadMode | None = None
@@ -123,6 +142,8 @@ class Directives:
     retention: float | None = None
     rate_limit: bool = False
     status_errors: int = 0
+    drop_after_create: bool = False
+    download_seconds: float | None = None
 
 
 def _number(key: str, raw: str | None, *, minimum: float = 0.0) -> float:
@@ -166,6 +187,10 @@ def parse_directives(prompt: str, protocol: str | None = None) -> Directives:
             fields["rate_limit"] = True
         elif key == "status_errors":
             fields["status_errors"] = int(_number(key, raw))
+        elif key == "drop_after_create":
+            fields["drop_after_create"] = True
+        elif key == "download_seconds":
+            fields["download_seconds"] = _number(key, raw)
         else:
             raise DirectiveError(f"unknown emulator directive {key!r}")
     return Directives(**fields)

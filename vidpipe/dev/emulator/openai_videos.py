@@ -6,13 +6,14 @@ import logging
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from vidpipe.dev.emulator.common import (
     Body,
     BodyError,
     bytes_response,
+    drop_connection,
     error_response,
     rate_limit_headers,
     read_body,
@@ -144,7 +145,7 @@ def _prechecks(state: EmulatorState, model: str, prompt: str) -> Directives | Re
 
 
 def _replay(state: EmulatorState, request: Request, owner: str, body: Body) -> Response | None:
-    key = request.headers.get("idempotency-key")
+    key = request.headers.get("idempotency-key") if state.config.idempotency else None
     seen = state.idempotency.get((owner, "openai", key)) if key else None
     if seen is None:
         return None
@@ -159,7 +160,7 @@ def _replay(state: EmulatorState, request: Request, owner: str, body: Body) -> R
 
 
 def _remember(state: EmulatorState, request: Request, owner: str, body: Body, job: Job) -> None:
-    key = request.headers.get("idempotency-key")
+    key = request.headers.get("idempotency-key") if state.config.idempotency else None
     if key:
         state.idempotency[(owner, "openai", key)] = (job.id, body.fingerprint())
 
@@ -228,6 +229,10 @@ async def create_video(request: Request) -> Response:
         directives=checked,
         input_images=len(references),
     )
+    if checked.drop_after_create:
+        state.stats["openai.creates_dropped"] += 1
+        log.info("openai video %s created, connection dropped", job.id)
+        return drop_connection()
     _remember(state, request, owner, body, job)
     log.info("openai video %s created (%s, %ss)", job.id, size, seconds)
     return _video_response(state, job)
@@ -393,15 +398,18 @@ async def download_content(request: Request) -> Response:
         return error_response(
             200, "The video content is not available.", code="content_not_available"
         )
-    if verdict != "ok":
+    if verdict == "redirect":
+        return RedirectResponse(cfg.download_redirect_url, status_code=302)
+    if verdict not in ("ok", "truncated"):
         return error_response(404, "Video content not found.", code="content_not_found")
-    data = await state.sample_video()
+    data = await state.served_video(verdict)
     return bytes_response(
         request,
         data,
         media_type="video/mp4",
         last_modified=job.end,
         extra_headers={"content-disposition": f'attachment; filename="{job.id}.mp4"'},
+        pace_s=(job.directives.download_seconds or 0.0) / cfg.time_scale,
     )
 
 

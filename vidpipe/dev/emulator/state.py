@@ -36,7 +36,11 @@ Protocol = Literal["azure", "openai"]
 Phase = Literal["queued", "preprocessing", "running", "processing", "succeeded", "failed"]
 IN_FLIGHT: tuple[Phase, ...] = ("queued", "preprocessing", "running", "processing")
 # What a content request gets; see EmulatorState.download_verdict.
-Verdict = Literal["ok", "not_ready", "failed", "expired", "missing", "flaky", "json_body"]
+Verdict = Literal[
+    "ok", "not_ready", "failed", "expired", "missing", "flaky", "json_body", "truncated", "redirect"
+]
+# "truncated" serves this share of the sample video.
+TRUNCATED_SHARE = 0.4
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -323,8 +327,8 @@ class EmulatorState:
             job.content_gets += 1
             if job.content_gets % 2 == 1:  # 1st, 3rd, ... fail
                 return "flaky"
-        if mode == "json_body":
-            return "json_body"
+        if mode in ("json_body", "truncated", "redirect"):
+            return mode
         return "ok"
 
     # -- assets --------------------------------------------------------------------------
@@ -334,6 +338,11 @@ class EmulatorState:
         return await asyncio.to_thread(
             _sample_video, cfg.video_width, cfg.video_height, cfg.video_seconds, cfg.video_fps
         )
+
+    async def served_video(self, verdict: Verdict) -> bytes:
+        """The bytes a content request with `verdict` "ok" or "truncated" gets."""
+        data = await self.sample_video()
+        return data[: int(len(data) * TRUNCATED_SHARE)] if verdict == "truncated" else data
 
     async def sample_image(self, fmt: ImageFormat) -> bytes:
         cfg = self.config
