@@ -867,3 +867,16 @@ def test_the_registry_names_every_provider_once() -> None:
 )
 def test_endpoint_host_is_host_and_port_only(url: str, host: str) -> None:
     assert endpoint_host(url) == host
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_the_private_redirect_allowance_reaches_every_client_through_its_config(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # One variable, VIDPIPE_ALLOW_PRIVATE_URLS, read with each provider's settings, never by the
+    # download code itself.
+    monkeypatch.setenv("VIDPIPE_ALLOW_PRIVATE_URLS", value)
+    az = AzureSoraConfig(endpoint="https://res.openai.azure.com", api_key=KEY).build()
+    oa = OpenAIVideosConfig(base_url="https://gateway.example/v1", api_key=KEY).build()
+    for client in (az, oa):
+        assert client._allow_private_redirects is (value == "true")

@@ -69,6 +69,7 @@ class AzureSoraClient:
         api_key: SecretStr | str,
         deployment: str,
         api_version: str = "preview",
+        allow_private_redirects: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
@@ -87,6 +88,7 @@ class AzureSoraClient:
         self.endpoint_host = endpoint_host(base)
         self.deployment = deployment
         self._secrets = (key,)
+        self._allow_private_redirects = allow_private_redirects
         self._retry = retry or RetryPolicy()
         self._client = build_async_client(
             f"{base}/openai/v1/",
@@ -170,6 +172,7 @@ class AzureSoraClient:
             provider=self.name,
             action="download",
             secrets=self._secrets,
+            allow_private=self._allow_private_redirects,
         ) as video:
             yield video
 
@@ -289,6 +292,7 @@ class AzureSoraConfig(ProviderConfig):
             api_key=self.api_key,
             deployment=self.deployment,
             api_version=self.api_version,
+            allow_private_redirects=self.allow_private_urls,
             transport=transport,
             timeout_s=timeout_s,
             retry=retry,

@@ -205,6 +205,12 @@ class ProviderConfig(BaseSettings):
 
     #: Jobs the provider runs at once for us (Azure's default quota is 2).
     max_concurrent_jobs: int = Field(default=2, ge=1)
+    #: Development only: lets a content redirect to another origin reach loopback/private
+    #: addresses (never link-local). The one variable the rest of vidpipe reads too.
+    allow_private_urls: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("VIDPIPE_ALLOW_PRIVATE_URLS", "allow_private_urls"),
+    )
 
     @classmethod
     def env_name(cls, field_name: str) -> str:

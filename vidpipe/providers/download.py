@@ -18,12 +18,10 @@ Redirects and the SSRF guard (the rule docs/providers.md states):
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
 
 from vidpipe.errors import DownloadNotAvailable, InvalidVideo, UnsafeURLError
 from vidpipe.net.guard import Resolver, resolve_safe
@@ -37,7 +35,7 @@ from vidpipe.providers.error_mapping import (
     truncate,
 )
 
-__all__ = ["MAX_REDIRECTS", "allow_private_from_env", "stream_video"]
+__all__ = ["MAX_REDIRECTS", "stream_video"]
 
 MAX_REDIRECTS = 5
 # Headers that carry credentials; dropped when a download redirects to another origin
@@ -53,19 +51,6 @@ def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
 
 def _port(url: httpx.URL) -> int | None:
     return {"http": 80, "https": 443}.get(url.scheme)
-
-
-def allow_private_from_env() -> bool:
-    """`VIDPIPE_ALLOW_PRIVATE_URLS`, read as `Settings` reads it (unset or invalid: False).
-
-    Read here, not passed in, so every provider client gets the same rule without plumbing."""
-    raw = os.environ.get("VIDPIPE_ALLOW_PRIVATE_URLS")
-    if raw is None:
-        return False
-    try:
-        return TypeAdapter(bool).validate_python(raw)
-    except ValidationError:
-        return False
 
 
 async def _redirect_request(
@@ -111,7 +96,7 @@ async def stream_video(
     secrets: Iterable[str],
     params: Mapping[str, str] | None = None,
     follow_redirects: bool = True,
-    allow_private: bool | None = None,
+    allow_private: bool = False,
     resolver: Resolver | None = None,
 ) -> AsyncIterator[VideoDownload]:
     """GET a video, streamed, yielding only a real-looking video response.
@@ -120,11 +105,9 @@ async def stream_video(
     download alone, never the job); a 200 that is not video/* → InvalidVideo, so a JSON error body
     is never stored as an .mp4. Redirects are followed by hand: credentials go only to the origin
     they were configured for, and a hop elsewhere passes the SSRF guard (module doc);
-    `allow_private` defaults to `VIDPIPE_ALLOW_PRIVATE_URLS`, `resolver` to the system's.
+    `allow_private` is the client's VIDPIPE_ALLOW_PRIVATE_URLS; `resolver`, the system's if None.
     """
     secrets = tuple(secrets)
-    if allow_private is None:
-        allow_private = allow_private_from_env()
     async with AsyncExitStack() as stack:
         req = client.build_request("GET", url, params=params)
         endpoint = req.url  # the configured endpoint: the one origin trusted as is

@@ -62,6 +62,7 @@ class OpenAIVideosClient:
         api_key: SecretStr | str,
         model: str = "sora-2",
         auth_header: str = "authorization",
+        allow_private_redirects: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
@@ -81,6 +82,7 @@ class OpenAIVideosClient:
         self.endpoint_host = endpoint_host(base)
         self.model = model
         self._secrets = (key,)
+        self._allow_private_redirects = allow_private_redirects
         self._retry = retry or RetryPolicy()
         self._client = build_async_client(
             f"{base}/", headers=headers, transport=transport, timeout_s=timeout_s
@@ -174,6 +176,7 @@ class OpenAIVideosClient:
             provider=self.name,
             action="download",
             secrets=self._secrets,
+            allow_private=self._allow_private_redirects,
             follow_redirects=True,
         ) as video:
             yield video
@@ -284,6 +287,7 @@ class OpenAIVideosConfig(ProviderConfig):
             api_key=self.api_key,
             model=self.model,
             auth_header=self.auth_header,
+            allow_private_redirects=self.allow_private_urls,
             transport=transport,
             timeout_s=timeout_s,
             retry=retry,
