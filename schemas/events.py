@@ -361,7 +361,8 @@ class DownloadGaveUp(_JobEvent):
 
     event_type: Literal["DownloadGaveUp"] = "DownloadGaveUp"
     generation_id: ProviderId
-    reason_code: Literal["expired", "max_attempts"]
+    # not_pursued: the request's fallbacks include neither retry nor failover.
+    reason_code: Literal["expired", "max_attempts", "not_pursued"]
     attempts: int = Field(ge=0)
     message: str = Field(max_length=MESSAGE_MAX_CHARS)
     request: RequestSnapshot | None = None

@@ -11,7 +11,7 @@ The seed's "background job that retries every hour", without cron. When each ret
 to give up is `vidpipe.policy.redownload` (intervals doubling from `initial_s` up to
 `max_interval_s`, never past the provider's `expires_at`). A success goes through the fetcher's
 own streamed, validated store path (`vidpipe.usecases.fetch_video.fetch_and_store`). A policy
-with neither `retry` nor `failover` is given up at once (`DownloadGaveUp`, `max_attempts`, 0
+with neither `retry` nor `failover` is given up at once (`DownloadGaveUp`, `not_pursued`, 0
 attempts), so the request ends instead of resting as `download_unavailable`.
 """
 
@@ -85,7 +85,7 @@ async def handle_download_unavailable(event: DownloadUnavailable, deps: Redownlo
         log.info("policy_excludes", request_id=event.request_id, fallback="retry")
         if not pursues_real_video(fallbacks):
             # Nothing else goes after the real video either: say so, so the request ends.
-            await _give_up(event, GiveUp("max_attempts", 0, _NOT_PURSUED), deps)
+            await _give_up(event, GiveUp("not_pursued", 0, _NOT_PURSUED), deps)
         return
     await _schedule_or_give_up(event, attempt=1, reason=event.reason_code, deps=deps)
 

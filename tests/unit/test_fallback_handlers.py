@@ -233,7 +233,7 @@ async def test_a_policy_that_pursues_nothing_is_given_up_at_once(tmp_path: Path)
     await handle_download_unavailable(_unavailable(fallbacks=["placeholder", "notify"]), deps)
     (gave_up,) = publisher.of_type(DownloadGaveUp)
     assert isinstance(gave_up, DownloadGaveUp)
-    assert (gave_up.reason_code, gave_up.attempts) == ("max_attempts", 0)
+    assert (gave_up.reason_code, gave_up.attempts) == ("not_pursued", 0)
     assert "neither retry nor failover" in gave_up.message
     assert publisher.scheduled == [] and provider.downloads == 0
 

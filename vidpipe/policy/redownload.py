@@ -46,7 +46,7 @@ class RetryAt:
 class GiveUp:
     """Stop retrying after `attempts` retries, for `reason` (told to people as `message`)."""
 
-    reason: Literal["expired", "max_attempts"]
+    reason: Literal["expired", "max_attempts", "not_pursued"]
     attempts: int
     message: str
 
