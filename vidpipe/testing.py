@@ -166,6 +166,7 @@ class MemoryStorage:
         content_type: str,
         max_bytes: int,
         expected_length: int | None = None,
+        expected_seconds: float | None = None,
     ) -> StoredObject:
         check_content_type(content_type)
         url = self.url_for(key)
@@ -174,7 +175,8 @@ class MemoryStorage:
             chunks, buffer, max_bytes=max_bytes, expected_length=expected_length
         )
         buffer.seek(0)
-        await check_playable(buffer)  # as the real backends do, before the video is kept
+        # As the real backends do, before the video is kept.
+        await check_playable(buffer, expected_seconds=expected_seconds)
         stored = StoredObject(
             key=key,
             url=url,

@@ -9,7 +9,8 @@ Rules (from what real users tripped on):
 - Retry the *download* on its own, a few times with backoff; never resubmit the job.
 - Stream into storage: memory does not grow with the video's size.
 - Check status, content type and the whole MP4 (box structure while streaming, then a decoded
-  first frame) before anything is stored under its name.
+  first frame, and a duration close to the request's `seconds`) before anything is stored under
+  its name.
 - Idempotent: a video already stored under its key is announced again, not fetched again.
 """
 
@@ -36,6 +37,7 @@ from vidpipe.usecases.fetch_video import (
     DownloadPolicy,
     NoClient,
     VideoTarget,
+    expected_seconds,
     failure_code,
     fetch_and_store,
 )
@@ -70,6 +72,7 @@ async def _fetch_one(
         provider_job_id=event.provider_job_id,
         generation_id=generation_id,
         variant_index=index,
+        expected_seconds=expected_seconds(event.request),
     )
     try:
         outcome = await fetch_and_store(

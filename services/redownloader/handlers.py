@@ -50,6 +50,7 @@ from vidpipe.usecases.fetch_video import (
     DownloadPolicy,
     NoClient,
     VideoTarget,
+    expected_seconds,
     failure_code,
     fetch_and_store,
 )
@@ -105,6 +106,7 @@ async def handle_retry_due(due: RedownloadDue, deps: RedownloaderDeps) -> None:
         provider_job_id=event.provider_job_id,
         generation_id=event.generation_id,
         variant_index=event.variant_index,
+        expected_seconds=expected_seconds(event.request),
     )
     try:
         outcome = await fetch_and_store(

@@ -75,7 +75,8 @@ def _redownloader(
 
 async def test_retries_until_the_video_appears(tmp_path: Path) -> None:
     provider = FakeProvider(
-        video=render_sample_mp4(),
+        # As long as the snapshot asks (its default 5 s): the duration is checked on store.
+        video=render_sample_mp4(seconds=5, fps=8),
         download_errors=[DownloadNotAvailable("404", status_code=404)] * 2,
     )
     deps, publisher = _redownloader(tmp_path, provider)

@@ -65,11 +65,14 @@ class VideoStorage(Protocol):
         content_type: str,
         max_bytes: int,
         expected_length: int | None = None,
+        expected_seconds: float | None = None,
     ) -> StoredObject:
         """Store a video under `key` (replacing any previous one) after validating it.
 
         `content_type` is what the download announced; it is checked, and the stored type is
-        derived from the file's ftyp brand. On any error nothing new is left behind.
+        derived from the file's ftyp brand. `expected_seconds`, when known, is how long the
+        video was asked to last: one further off than `duration_matches` allows is refused
+        (InvalidVideo). On any error nothing new is left behind.
         """
         ...
 

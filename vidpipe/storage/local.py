@@ -97,6 +97,7 @@ class LocalFolderStorage:
         content_type: str,
         max_bytes: int,
         expected_length: int | None = None,
+        expected_seconds: float | None = None,
     ) -> StoredObject:
         check_content_type(content_type)
         path = self._path(key)
@@ -110,7 +111,7 @@ class LocalFolderStorage:
                 )
                 await asyncio.to_thread(_flush_and_sync, f)
             # The whole file, decoded, before it takes the real name.
-            await check_playable(tmp)
+            await check_playable(tmp, expected_seconds=expected_seconds)
             await asyncio.to_thread(os.replace, tmp, path)
         except BaseException:
             # Also on cancellation: the temp file must not outlive the attempt.

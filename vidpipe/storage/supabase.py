@@ -106,6 +106,7 @@ class SupabaseStorage:
         content_type: str,
         max_bytes: int,
         expected_length: int | None = None,
+        expected_seconds: float | None = None,
     ) -> StoredObject:
         check_content_type(content_type)
         path = self._object_path(key)
@@ -115,7 +116,7 @@ class SupabaseStorage:
             )
             # The whole file, decoded, before a byte is uploaded.
             await asyncio.to_thread(spool.seek, 0)
-            await check_playable(spool)
+            await check_playable(spool, expected_seconds=expected_seconds)
             await asyncio.to_thread(spool.seek, 0)
             stored_type = content_type_for_brand(video.major_brand)
             metadata = json.dumps({"sha256": video.sha256, "size_bytes": video.size_bytes})

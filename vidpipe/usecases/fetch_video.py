@@ -3,8 +3,8 @@
 The fetcher and the redownloader both call `fetch_and_store`: look in storage first (a video
 already stored is announced again, never fetched again), else download and store it through
 `store_video`, and build the VideoStored. So a video is checked the same way (status, content
-type, MP4 box structure and a decode, size, an overall deadline) and announced under the same
-event id whoever fetched it.
+type, MP4 box structure and a decode, size, the duration the request asked for, an overall
+deadline) and announced under the same event id whoever fetched it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from schemas.events import VideoStored, derive_event_id
+from schemas.events import RequestSnapshot, VideoStored, derive_event_id
 from vidpipe.errors import ProviderError, ProviderUnavailable
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import StoredObject, VideoStorage
@@ -33,6 +33,7 @@ __all__ = [
     "NoClient",
     "Stored",
     "VideoTarget",
+    "expected_seconds",
     "failure_code",
     "fetch_and_store",
     "store_video",
@@ -63,6 +64,18 @@ def video_key(request_id: str, index: int, generation_id: str) -> str:
     return f"{key_segment(request_id)}/{name}.mp4"
 
 
+def expected_seconds(request: RequestSnapshot | None) -> float | None:
+    """How long a video fetched for `request` must last, or None when the request is unknown.
+
+    It is what the provider was asked for, and that is the request's own `seconds`: the
+    submitter puts it in `VideoSpec.seconds`, and both clients send it unchanged (Azure
+    `n_seconds`, /v1/videos `seconds`); a provider refuses a length it does not take rather
+    than being sent a rounded one. tests/unit/test_expected_duration.py pins that the clients
+    send exactly this, so a client that starts mapping lengths must change this function too.
+    """
+    return float(request.seconds) if request is not None else None
+
+
 @dataclass(frozen=True)
 class VideoTarget:
     """One generated video of one request: where to fetch it and what caused the fetch."""
@@ -73,6 +86,8 @@ class VideoTarget:
     provider_job_id: str
     generation_id: str
     variant_index: int
+    #: How long the video must last (`expected_seconds`); None: any positive duration.
+    expected_seconds: float | None = None
 
     @property
     def key(self) -> str:
@@ -120,6 +135,7 @@ async def fetch_and_store(
         generation_id=target.generation_id,
         key=key,
         policy=policy,
+        expected_seconds=target.expected_seconds,
     )
     return Stored(_announcement(target, stored, clock()), stored, fetched=True)
 
@@ -138,8 +154,12 @@ async def store_video(
     generation_id: str,
     key: str,
     policy: DownloadPolicy,
+    expected_seconds: float | None = None,
 ) -> StoredObject:
     """Download and store one video; raises the provider's error when it cannot be had.
+
+    A video that does not last about `expected_seconds` (when given) is InvalidVideo
+    (`invalid_content`, terminal: a second download would fetch the same file) and not stored.
 
     A download that has not finished within `policy.deadline_s` (a server trickling bytes,
     retries piling up) is cancelled, leaving nothing stored, and raised as ProviderUnavailable.
@@ -162,6 +182,7 @@ async def store_video(
                             content_type=download.content_type,
                             max_bytes=policy.max_bytes,
                             expected_length=download.content_length,
+                            expected_seconds=expected_seconds,
                         )
     except TimeoutError:
         if not deadline.expired():

@@ -1,4 +1,8 @@
-"""azure-sora: Azure OpenAI Sora 1 video generation jobs, under /openai/v1/video/generations."""
+"""azure-sora: Azure OpenAI Sora 1 video generation jobs, under /openai/v1/video/generations.
+
+Each generation's video lasts the job's `n_seconds` (unless `[emulator:video_seconds=N]` or
+`EmulatorConfig.video_seconds` says otherwise: see `EmulatorState.video_seconds`).
+"""
 
 from __future__ import annotations
 
@@ -406,7 +410,7 @@ async def get_video_content(request: Request) -> Response:
         return RedirectResponse(cfg.download_redirect_url, status_code=302)
     if verdict not in ("ok", "truncated"):
         return _not_found("Content")
-    data = await state.served_video(verdict)
+    data = await state.served_video(job, verdict)
     pace_s = (job.directives.download_seconds or 0.0) / cfg.time_scale
     return bytes_response(
         request, data, media_type="video/mp4", last_modified=job.end, pace_s=pace_s

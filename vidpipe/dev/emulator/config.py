@@ -22,6 +22,10 @@ __all__ = [
 # "truncated": a real MP4 cut at 40 %, served whole (its Content-Length is the cut length);
 # "redirect": 302 to `download_redirect_url` (by default the cloud metadata address).
 DownloadMode = Literal["ok", "missing", "delayed", "flaky", "json_body", "truncated", "redirect"]
+# Bounds of a served video's duration: the longest any request may ask for (schemas/events.py
+# takes 1-60 seconds), and a few frames at the shortest.
+MAX_VIDEO_SECONDS = 60.0
+MIN_VIDEO_SECONDS = 0.1
 DOWNLOAD_MODES: tuple[str, ...] = (
     "ok",
     "missing",
@@ -93,7 +97,9 @@ class EmulatorConfig(BaseModel):
     # The sample video every job "generates".
     video_width: int = Field(default=320, ge=16)
     video_height: int = Field(default=180, ge=16)
-    video_seconds: float = Field(default=1.0, gt=0, le=10)
+    # None: each job's video lasts what the job asked for (Azure n_seconds, /v1/videos seconds);
+    # a number forces that duration on every job, as a provider ignoring the request would.
+    video_seconds: float | None = Field(default=None, gt=0, le=MAX_VIDEO_SECONDS)
     video_fps: int = Field(default=24, ge=1, le=60)
 
     @field_validator("video_width", "video_height")
@@ -130,7 +136,9 @@ class Directives:
     answers 429), status_errors=N (the first N status GETs of the job answer 5xx),
     drop_after_create (the job is created, then the connection drops before the answer, and
     the Idempotency-Key is not remembered: a provider that does not honour it),
-    download_seconds=SECONDS (the video's body is sent slowly, spread over that long).
+    download_seconds=SECONDS (the video's body is sent slowly, spread over that long),
+    video_seconds=SECONDS (the served video lasts this long, whatever the job asked for: a
+    provider that returns a video of the wrong length).
     """
 
     download: DownloadMode | None = None
@@ -144,6 +152,7 @@ class Directives:
     status_errors: int = 0
     drop_after_create: bool = False
     download_seconds: float | None = None
+    video_seconds: float | None = None  # None: EmulatorConfig.video_seconds, else the job's own
 
 
 def _number(key: str, raw: str | None, *, minimum: float = 0.0) -> float:
@@ -191,6 +200,13 @@ def parse_directives(prompt: str, protocol: str | None = None) -> Directives:
             fields["drop_after_create"] = True
         elif key == "download_seconds":
             fields["download_seconds"] = _number(key, raw)
+        elif key == "video_seconds":
+            seconds = _number(key, raw, minimum=MIN_VIDEO_SECONDS)
+            if seconds > MAX_VIDEO_SECONDS:
+                raise DirectiveError(
+                    f"[emulator:video_seconds=...] must be at most {MAX_VIDEO_SECONDS:g}"
+                )
+            fields["video_seconds"] = seconds
         else:
             raise DirectiveError(f"unknown emulator directive {key!r}")
     return Directives(**fields)

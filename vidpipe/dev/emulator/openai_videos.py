@@ -1,4 +1,9 @@
-"""openai-videos: the /v1/videos protocol (OpenAI Sora 2, Azure Sora 2, gateways)."""
+"""openai-videos: the /v1/videos protocol (OpenAI Sora 2, Azure Sora 2, gateways).
+
+A video's content lasts its `seconds` (a remix keeps its source's), unless
+`[emulator:video_seconds=N]` or `EmulatorConfig.video_seconds` says otherwise: see
+`EmulatorState.video_seconds`.
+"""
 
 from __future__ import annotations
 
@@ -402,7 +407,7 @@ async def download_content(request: Request) -> Response:
         return RedirectResponse(cfg.download_redirect_url, status_code=302)
     if verdict not in ("ok", "truncated"):
         return error_response(404, "Video content not found.", code="content_not_found")
-    data = await state.served_video(verdict)
+    data = await state.served_video(job, verdict)
     return bytes_response(
         request,
         data,

@@ -2,6 +2,11 @@
 
 Nothing runs in the background: a job's status is a pure function of the wall clock and the
 schedule fixed when it was created, so the emulator behaves the same under any load.
+
+A job's video lasts what the job asked for (`Job.seconds`), unless `[emulator:video_seconds=N]`
+or `EmulatorConfig.video_seconds` says otherwise (`EmulatorState.video_seconds`). Each duration
+is encoded once per (width, height, seconds, fps) and cached; longer videos get fewer frames per
+second (`sample_fps`) so no encode costs more than about `SAMPLE_FRAME_BUDGET` frames.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ import functools
 import hashlib
 import hmac
 import itertools
+import logging
 import random
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -23,14 +30,19 @@ from vidpipe.dev.emulator.config import Directives, DownloadMode, EmulatorConfig
 from vidpipe.media.sample import ImageFormat, render_sample_image, render_sample_mp4
 
 __all__ = [
+    "DEFAULT_SAMPLE_SECONDS",
     "IN_FLIGHT",
+    "SAMPLE_FRAME_BUDGET",
     "EmulatorState",
     "Job",
     "Phase",
     "Protocol",
     "Verdict",
     "new_ulid",
+    "sample_fps",
 ]
+
+log = logging.getLogger("vidpipe.dev.emulator")
 
 Protocol = Literal["azure", "openai"]
 Phase = Literal["queued", "preprocessing", "running", "processing", "succeeded", "failed"]
@@ -51,9 +63,42 @@ def new_ulid(now: float) -> str:
     return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
-@functools.lru_cache(maxsize=4)
+# The bare sample video (/_emulator/sample.mp4, no job to take a duration from) lasts this long
+# unless EmulatorConfig.video_seconds is set.
+DEFAULT_SAMPLE_SECONDS = 1.0
+# Frames are drawn in Python (about 1 ms each at 320x180) then encoded: a long video gets fewer
+# frames per second so that one encode stays near this many frames (~0.1-0.2 s of CPU).
+SAMPLE_FRAME_BUDGET = 120
+# One encode at a time: a burst of first downloads of one duration waits for a single encode
+# instead of running it once per worker thread (on 2 cores they would only slow each other).
+_ENCODE_LOCK = threading.Lock()
+
+
+def sample_fps(seconds: float, fps: int) -> int:
+    """The frame rate a `seconds`-long sample is encoded at: `fps`, lowered so the video has at
+    most SAMPLE_FRAME_BUDGET frames, never below 1 fps. The duration stays `seconds`."""
+    return max(1, min(fps, int(SAMPLE_FRAME_BUDGET / seconds)))
+
+
+@functools.lru_cache(maxsize=64)  # a few hundred KB each; durations in use are a handful
+def _encode_sample_video(width: int, height: int, seconds: float, fps: int) -> bytes:
+    started = time.perf_counter()
+    data = render_sample_mp4(width, height, seconds, fps, label="vidpipe emulator")
+    log.info(
+        "sample video encoded: %dx%d, %gs at %d fps, %d bytes in %.0f ms",
+        width,
+        height,
+        seconds,
+        fps,
+        len(data),
+        (time.perf_counter() - started) * 1000,
+    )
+    return data
+
+
 def _sample_video(width: int, height: int, seconds: float, fps: int) -> bytes:
-    return render_sample_mp4(width, height, seconds, fps, label="vidpipe emulator")
+    with _ENCODE_LOCK:
+        return _encode_sample_video(width, height, seconds, sample_fps(seconds, fps))
 
 
 @functools.lru_cache(maxsize=8)
@@ -332,16 +377,28 @@ class EmulatorState:
         return "ok"
 
     # -- assets --------------------------------------------------------------------------
-    async def sample_video(self) -> bytes:
+    def video_seconds(self, job: Job | None = None) -> float:
+        """How long `job`'s video lasts: its `[emulator:video_seconds]`, else the configured
+        `video_seconds`, else what the job asked for. Without a job (the bare sample video):
+        the configured `video_seconds`, else DEFAULT_SAMPLE_SECONDS."""
+        if job is not None and job.directives.video_seconds is not None:
+            return job.directives.video_seconds
+        if self.config.video_seconds is not None:
+            return self.config.video_seconds
+        return float(job.seconds) if job is not None else DEFAULT_SAMPLE_SECONDS
+
+    async def sample_video(self, seconds: float | None = None) -> bytes:
+        """A sample MP4 lasting `seconds` (default: `video_seconds()`), at the configured size."""
         cfg = self.config
-        # Encoding takes tens of ms once; keep it off the event loop.
+        duration = self.video_seconds() if seconds is None else seconds
+        # Encoding takes up to a few hundred ms once per duration; keep it off the event loop.
         return await asyncio.to_thread(
-            _sample_video, cfg.video_width, cfg.video_height, cfg.video_seconds, cfg.video_fps
+            _sample_video, cfg.video_width, cfg.video_height, duration, cfg.video_fps
         )
 
-    async def served_video(self, verdict: Verdict) -> bytes:
-        """The bytes a content request with `verdict` "ok" or "truncated" gets."""
-        data = await self.sample_video()
+    async def served_video(self, job: Job, verdict: Verdict) -> bytes:
+        """The bytes a content request for `job` with `verdict` "ok" or "truncated" gets."""
+        data = await self.sample_video(self.video_seconds(job))
         return data[: int(len(data) * TRUNCATED_SHARE)] if verdict == "truncated" else data
 
     async def sample_image(self, fmt: ImageFormat) -> bytes:
