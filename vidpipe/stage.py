@@ -40,6 +40,7 @@ from schemas.events import Event
 from vidpipe.bus import KafkaPublisher, RedeliveryBackoff, TimerRelay, make_broker
 from vidpipe.bus.address import broker_address
 from vidpipe.bus.admin import ensure_all_topics
+from vidpipe.bus.broker import BROKER_UNREACHABLE, until_broker_answers
 from vidpipe.bus.health import HealthServer, StageHealth
 from vidpipe.db.tables import create_tables, open_engine
 from vidpipe.errors import StageWiringError
@@ -289,7 +290,11 @@ class Stage:
             return False
 
     async def _ensure_topics(self) -> None:
-        report = await ensure_all_topics(self.settings, self.bootstrap_servers)
+        report = await until_broker_answers(
+            lambda: ensure_all_topics(self.settings, self.bootstrap_servers),
+            stage=self.name,
+            what="ensure topics",
+        )
         created = [t for t, state in report.items() if state == "created"]
         if created:
             log.info("topics_created", stage=self.name, topics=created)
@@ -307,7 +312,16 @@ class Stage:
         )
         # Registered before it starts: a start that fails halfway still stops what it began.
         self._resources.closing(self.relay.stop, "timer relay")
-        await self.relay.start()
+        relay = self.relay
+
+        async def start_once() -> None:
+            try:
+                await relay.start()
+            except BROKER_UNREACHABLE:
+                await relay.stop()  # a clean slate for the next attempt
+                raise
+
+        await until_broker_answers(start_once, stage=self.name, what="start timer relay")
 
     async def _stop_relay(self) -> None:
         if self.relay is not None:

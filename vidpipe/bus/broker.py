@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
+import structlog
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.wait import wait_exponential_jitter
 
 from schemas.events import Event
 from schemas.topics import Topics
@@ -23,7 +27,64 @@ from vidpipe.bus.deadletter import (
 from vidpipe.bus.health import StageHealth
 from vidpipe.bus.publisher import KafkaPublisher
 
-__all__ = ["make_broker"]
+__all__ = ["BROKER_UNREACHABLE", "PatientKafkaBroker", "make_broker", "until_broker_answers"]
+
+T = TypeVar("T")
+log = structlog.get_logger("vidpipe.bus")
+
+#: What a broker that is down, restarting or still loading its metadata raises.
+BROKER_UNREACHABLE: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
+
+
+async def until_broker_answers(call: Callable[[], Awaitable[T]], *, stage: str, what: str) -> T:
+    """Run `call` until it gets past an unreachable broker: retried without bound, with capped,
+    jittered back-off, since the broker is the world (a stage that exits instead only makes its
+    orchestrator restart it into the same wait)."""
+
+    def waiting(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning(
+            "broker_unreachable",
+            stage=stage,
+            step=what,
+            attempt=state.attempt_number,
+            error=type(error).__name__,
+        )
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(BROKER_UNREACHABLE),
+        wait=wait_exponential_jitter(multiplier=0.5, max=5.0),
+        before_sleep=waiting,
+        reraise=True,
+    )
+    async def attempt() -> T:
+        # A coroutine function, so tenacity awaits each try (it calls a plain lambda sync).
+        return await call()
+
+    result: T = await retrying(attempt)
+    return result
+
+
+class PatientKafkaBroker(KafkaBroker):
+    """FastStream's Kafka broker, but a start that meets an unreachable broker (down, restarting,
+    topics not in its metadata yet) waits for it instead of failing the stage's start-up."""
+
+    stage_name: str = "stage"
+
+    async def start(self) -> None:
+        await until_broker_answers(self._start_once, stage=self.stage_name, what="start")
+
+    async def _start_once(self) -> None:
+        try:
+            await KafkaBroker.start(self)
+        except BROKER_UNREACHABLE:
+            # Stop what started before the failure (consumers, the producer), so the next
+            # attempt begins clean and nothing is left unclosed.
+            try:
+                await KafkaBroker.stop(self)
+            except BROKER_UNREACHABLE as exc:
+                log.debug("broker_stop_failed", stage=self.stage_name, error=type(exc).__name__)
+            raise
 
 
 def make_broker(
@@ -48,7 +109,7 @@ def make_broker(
     middlewares: list[Any] = []
     if registry is not None:
         middlewares.append(KafkaPrometheusMiddleware(registry=registry, app_name=stage))
-    broker = KafkaBroker(
+    broker = PatientKafkaBroker(
         bootstrap_servers,
         client_id=f"vidpipe-{stage}",
         logger=logging.getLogger(f"vidpipe.{stage}.broker"),
@@ -62,6 +123,7 @@ def make_broker(
         acks="all",
         enable_idempotence=True,
     )
+    broker.stage_name = stage
     reports = stage in JOB_FAILED_STAGE
     publisher = KafkaPublisher(
         broker, topics, stage, publishes=publishes, reports_job_failures=reports

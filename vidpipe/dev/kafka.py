@@ -381,6 +381,9 @@ class LocalKafka(ServerProcess):
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the JVM binds: connections of the last run still in TIME_WAIT do not make the
+        # port taken, or every restart with clients connected would move the broker.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
