@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint fmt schemas up down clean bench
+.PHONY: demo test chaos lint fmt schemas up down clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-system-deps.sh
 	$(BIN)/pytest
+
+# The long fault run (the short one is part of `make test`); CHAOS_REQUESTS, CHAOS_SEED to vary.
+CHAOS_REQUESTS ?= 500
+CHAOS_SEED     ?= 20261201
+chaos: $(STAMP)
+	bash scripts/ensure-system-deps.sh
+	VIDPIPE_CHAOS_REQUESTS=$(CHAOS_REQUESTS) VIDPIPE_CHAOS_SEED=$(CHAOS_SEED) \
+		$(BIN)/pytest tests/chaos -s -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

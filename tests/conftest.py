@@ -12,7 +12,10 @@ import os
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
 from vidpipe.dev.servers import KafkaHandle, PostgresHandle, resolve_kafka, resolve_postgres
 
@@ -58,6 +61,16 @@ def postgres_url(postgres_handle: PostgresHandle) -> str:
 def unique_prefix() -> str:
     """A fresh topic prefix ("t1a2b3c4d.") so tests sharing the broker never share topics."""
     return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def test_database_url(postgres_url: str, unique_prefix: str) -> str:
+    """A fresh database per test on the session's PostgreSQL server: the submitter's quota
+    slots and the records of one test never leak into the next."""
+    name = unique_prefix.rstrip(".")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from tests.e2e.harness import Pipeline, close_pipeline, open_pipeline
 from vidpipe.dev.emulator.config import EmulatorConfig
@@ -25,16 +22,6 @@ MakePipeline = Callable[..., Awaitable[Pipeline]]
 def emulator() -> Iterator[EmulatorThread]:
     with EmulatorThread(EmulatorConfig(api_key=EMULATOR_KEY, time_scale=TIME_SCALE)) as server:
         yield server
-
-
-@pytest.fixture
-def test_database_url(postgres_url: str, unique_prefix: str) -> str:
-    """A fresh database per test on the session's PostgreSQL server: the submitter's quota
-    slots and the records of one test never leak into the next."""
-    name = unique_prefix.rstrip(".")
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vidpipe.dev.emulator import azure, openai_videos
 from vidpipe.dev.emulator.common import bytes_response, error_response, state_of
 from vidpipe.dev.emulator.config import EmulatorConfig
+from vidpipe.dev.emulator.faults import FaultMiddleware
 from vidpipe.dev.emulator.state import EmulatorState
 
 __all__ = ["create_app"]
@@ -158,5 +159,7 @@ def create_app(config: EmulatorConfig | EmulatorState | None = None) -> Starlett
         exception_handlers={404: _http_error, 405: _http_error},
     )
     app.state.emulator = state
+    # Added before RequestIdMiddleware, so inside it: an injected fault still carries the ids.
+    app.add_middleware(FaultMiddleware, state=state, seed=state.config.seed)
     app.add_middleware(RequestIdMiddleware)
     return app

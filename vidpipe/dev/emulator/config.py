@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from vidpipe.errors import DirectiveError
 
@@ -90,6 +90,14 @@ class EmulatorConfig(BaseModel):
     # API promises to); vidpipe must still start one job per request.
     idempotency: bool = True
 
+    # Provider-wide faults, drawn per API request (see faults.py); a fault test turns them on
+    # for a burst and off again. Shares are 0..1; rate limit and server error together <= 1.
+    fault_rate_limit_share: float = Field(default=0.0, ge=0, le=1)
+    fault_server_error_share: float = Field(default=0.0, ge=0, le=1)
+    fault_drop_after_create_share: float = Field(default=0.0, ge=0, le=1)
+    fault_slow_share: float = Field(default=0.0, ge=0, le=1)
+    fault_slow_seconds: float = Field(default=0.0, ge=0, le=600)  # real seconds, not emulated
+
     # Routing checks.
     deployments: list[str] | None = None  # None: any model / deployment name is accepted
     api_versions: list[str] = Field(default_factory=lambda: ["preview"])  # azure-sora only
@@ -108,6 +116,13 @@ class EmulatorConfig(BaseModel):
         if value % 2:
             raise ValueError("must be even (yuv420p)")
         return value
+
+    @model_validator(mode="after")
+    def _fault_shares_fit(self) -> EmulatorConfig:
+        # One draw decides between a 429 and a 5xx, so their shares share one unit interval.
+        if self.fault_rate_limit_share + self.fault_server_error_share > 1:
+            raise ValueError("fault_rate_limit_share + fault_server_error_share must be <= 1")
+        return self
 
     def public_dict(self) -> dict[str, Any]:
         """JSON-ready view for GET /_emulator/config; the key is masked, never echoed."""
