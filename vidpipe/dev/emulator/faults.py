@@ -22,7 +22,6 @@ import asyncio
 import random
 
 import httpx
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidpipe.dev.emulator.common import error_response, rate_limit_headers
