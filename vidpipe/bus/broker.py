@@ -57,6 +57,7 @@ async def until_broker_answers(call: Callable[[], Awaitable[T]], *, stage: str, 
         before_sleep=waiting,
         reraise=True,
     )
+
     async def attempt() -> T:
         # A coroutine function, so tenacity awaits each try (it calls a plain lambda sync).
         return await call()
