@@ -309,6 +309,7 @@ class Stage:
             publish_raw=self.publisher.publish_raw,
             publish_dead_letter=self.publisher.publish_dead_letter,
             stage=self.name,
+            targets=[self.topics.due(self.name)],
         )
         # Registered before it starts: a start that fails halfway still stops what it began.
         self._resources.closing(self.relay.stop, "timer relay")

@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -37,7 +38,7 @@ class Harness:
     async def dead_letter(self, letter: DeadLetter) -> None:
         self.letters.append(letter)
 
-    def relay(self, **options: float) -> TimerRelay:
+    def relay(self, **options: Any) -> TimerRelay:
         return TimerRelay(
             bootstrap_servers=self.bootstrap_servers,
             timer_topic=self.timer_topic,
@@ -45,7 +46,7 @@ class Harness:
             publish_raw=self.publish_raw,
             publish_dead_letter=self.dead_letter,
             stage="test",
-            **options,  # type: ignore[arg-type]
+            **options,
         )
 
     async def target_names(self) -> list[tuple[str, float]]:
@@ -162,6 +163,27 @@ async def test_an_invalid_timer_is_dead_lettered_and_the_rest_fire(harness: Harn
     assert [n for n, _ in got] == ["fine"]
     assert len(harness.letters) == 1
     assert "invalid timer" in harness.letters[0].reason
+
+
+async def test_a_timer_naming_a_topic_the_relay_does_not_fire_into_is_dead_lettered(
+    harness: Harness,
+) -> None:
+    relay = harness.relay(targets=[harness.target])
+    await relay.start()
+    try:
+        await harness.scheduler.schedule(
+            delay_s=0, target_topic=f"{harness.target}.elsewhere", key="k", payload={"name": "x"}
+        )
+        await harness.scheduler.schedule(
+            delay_s=0, target_topic=harness.target, key="k", payload={"name": "fine"}
+        )
+        got = await harness.received(1)
+    finally:
+        await relay.stop()
+    assert [n for n, _ in got] == ["fine"]
+    assert [letter.reason for letter in harness.letters] == [
+        "timer targets a topic this relay does not fire into"
+    ]
 
 
 async def test_timers_survive_a_rebalance_to_a_second_relay(

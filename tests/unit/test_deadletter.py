@@ -30,6 +30,7 @@ from vidpipe.bus.deadletter import (
     build_dead_letter,
     classify,
     decode_or_poison,
+    json_is_utf8,
     parse_leniently,
 )
 from vidpipe.bus.health import Readiness, StageHealth, readiness
@@ -295,8 +296,8 @@ async def test_a_5000_deep_request_is_dead_lettered_at_once_and_the_next_one_is_
         await test_broker.publish(REQUEST, topics.generation_requested, key=b"r1")
     assert handled == ["r1"]
     assert sleeps.waits == []  # poison never waits
-    # FastStream hands bytes that are not JSON on as bytes: the schema refuses them.
-    assert [letter["error_type"] for letter in letters] == ["RecursionError", "ValidationError"]
+    # Bytes opening with a UTF-16 byte-order mark are not UTF-8 JSON: refused while decoding.
+    assert [letter["error_type"] for letter in letters] == ["RecursionError", "ValueError"]
     assert all(letter["attempts"] == 1 for letter in letters)
     assert letters[0]["original_value"] == _nested(5000).decode()
     assert letters[1]["original_value_encoding"] == "base64"
@@ -351,6 +352,43 @@ async def test_a_handler_that_always_raises_is_dead_lettered_after_n_attempts_wi
         "stage_error",
     )
     assert "dead-letter topic" in job_failed["message"]
+
+
+async def test_a_request_id_with_a_lone_surrogate_is_dead_lettered_once_without_job_failed() -> (
+    None
+):
+    # Found by the hostile corpus: naming the request in a JobFailed hashed its id as UTF-8,
+    # which raised UnicodeEncodeError after the letter was sent, so the message came again at
+    # once, forever, a new letter each time, and its partition stopped.
+    topics = Topics("u.")
+    sleeps = Sleeps()
+    broker, _publisher = make_broker(
+        "localhost:9092", stage="submitter", topics=topics, backoff=RedeliveryBackoff(sleep=sleeps)
+    )
+    handled: list[str] = []
+    letters: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+
+    @broker.subscriber(topics.generation_requested, group_id="unit")
+    async def on_request(event: GenerationRequested) -> None:
+        handled.append(event.request_id)
+
+    @broker.subscriber(topics.deadletter, group_id="unit-dlq")
+    async def on_letter(body: dict[str, Any]) -> None:
+        letters.append(body)
+
+    @broker.subscriber(topics.job_failed, group_id="unit-failed")
+    async def on_failed(body: dict[str, Any]) -> None:
+        failed.append(body)
+
+    surrogate = json.dumps({"request_id": "a\ud800", "prompt": "p"}).encode()
+    assert b"\\ud800" in surrogate  # the escape, as any JSON encoder writes it
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(surrogate, topics.generation_requested, key=b"s")
+        await test_broker.publish(REQUEST, topics.generation_requested, key=b"r1")
+    assert handled == ["r1"]
+    assert [letter["error_type"] for letter in letters] == ["ValidationError"]
+    assert failed == []
 
 
 async def test_a_stage_that_does_not_report_job_failures_only_dead_letters() -> None:
@@ -547,3 +585,31 @@ def test_readiness(
         waiting=waiting,
     )
     assert state == Readiness(not reasons, reasons)
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
+async def test_json_in_utf16_or_utf32_is_poison_though_python_could_read_it(codec: str) -> None:
+    topics = Topics("u.")
+    broker, _publisher = make_broker("localhost:9092", stage="submitter", topics=topics)
+    handled: list[str] = []
+    letters: list[dict[str, Any]] = []
+
+    @broker.subscriber(topics.generation_requested, group_id="unit")
+    async def on_request(event: GenerationRequested) -> None:
+        handled.append(event.request_id)
+
+    @broker.subscriber(topics.deadletter, group_id="unit-dlq")
+    async def on_letter(body: dict[str, Any]) -> None:
+        letters.append(body)
+
+    @broker.subscriber(topics.job_failed, group_id="unit-failed")
+    async def on_failed(body: dict[str, Any]) -> None:
+        letters.append({"job_failed": body})
+
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(REQUEST.decode().encode(codec), topics.generation_requested)
+        await test_broker.publish(REQUEST, topics.generation_requested, key=b"r1")
+    assert handled == ["r1"]
+    assert [letter.get("error_type") for letter in letters] == ["ValueError"]
+    assert "must be UTF-8" in letters[0]["reason"]
+    assert json_is_utf8(REQUEST) and json_is_utf8(b"\xef\xbb\xbf" + REQUEST)

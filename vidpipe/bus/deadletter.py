@@ -55,6 +55,7 @@ __all__ = [
     "decode_or_poison",
     "describe_poison",
     "job_failed_for",
+    "json_is_utf8",
     "parse_leniently",
 ]
 
@@ -178,11 +179,22 @@ async def parse_leniently(record: Any, original: Callable[[Any], Awaitable[Any]]
         return await original(replace(record, headers=headers))
 
 
+def json_is_utf8(value: bytes) -> bool:
+    """Whether a body is JSON's one interchange encoding (RFC 8259: UTF-8, a BOM tolerated).
+
+    Python's `json.loads` also reads UTF-16 and UTF-32, detected from the first bytes; every
+    other consumer of the topics (and the contract) expects UTF-8, so those are refused."""
+    return json.detect_encoding(value) in ("utf-8", "utf-8-sig")
+
+
 async def decode_or_poison(msg: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
     """The broker's decoder: whatever decoding a body raises (`RecursionError` on deep
     nesting, `MemoryError`, bad UTF-8, bad JSON) becomes `PoisonMessage`, told apart from a
-    handler's own errors."""
+    handler's own errors; so does a body in UTF-16 or UTF-32."""
     try:
+        body = getattr(msg, "body", b"")
+        if isinstance(body, bytes) and body and not json_is_utf8(body):
+            raise ValueError(f"JSON must be UTF-8, not {json.detect_encoding(body)}")
         return await original(msg)
     except Exception as exc:
         raise PoisonMessage(f"undecodable ({type(exc).__name__}): {str(exc)[:300]}") from exc
@@ -256,7 +268,7 @@ def job_failed_for(
     """
     failed_stage = JOB_FAILED_STAGE.get(stage)
     value = record.value or b""
-    if failed_stage is None or len(value) > _REQUEST_ID_SCAN_BYTES:
+    if failed_stage is None or len(value) > _REQUEST_ID_SCAN_BYTES or not json_is_utf8(value):
         return None
     try:
         body = json.loads(value)
@@ -289,7 +301,9 @@ def job_failed_for(
                 f"{what}. It is in the dead-letter topic (vidpipe dlq list --stage {stage})."
             ),
         )
-    except ValidationError:
+    # UnicodeEncodeError: a request id holding a lone surrogate (JSON's "\ud800") cannot even be
+    # hashed into an event id; raised here, it escaped the middleware on every delivery.
+    except (ValidationError, UnicodeEncodeError):
         return None
 
 

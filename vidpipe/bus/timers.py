@@ -28,7 +28,7 @@ import json
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -169,8 +169,13 @@ class TimerRelay:
         commit_interval_s: float = 1.0,
         tiers: Sequence[int] = TIMER_TIERS_S,
         stop_timeout_s: float = 10.0,
+        targets: Collection[str] | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
+        # The topics a timer may fire into (None: any). A stage's timers only ever target its
+        # own `.due` topic; a record on a timer topic naming another one (a forged or misrouted
+        # timer) would otherwise let whoever can write timers inject into any topic.
+        self._targets = frozenset(targets) if targets is not None else None
         self._topic = timer_topic
         self._tier_of = {timer_tier_topic(timer_topic, t): t for t in tiers} | {timer_topic: 0}
         self._tiers = tuple(tiers)
@@ -312,6 +317,10 @@ class TimerRelay:
                 timer = Timer.model_validate_json(record.value)
             except ValidationError as exc:
                 problem = f"invalid timer: {exc.error_count()} errors"
+                buffer.append(_Entry(record.offset, record.value, None, 0.0, record, problem))
+                continue
+            if self._targets is not None and timer.target_topic not in self._targets:
+                problem = "timer targets a topic this relay does not fire into"
                 buffer.append(_Entry(record.offset, record.value, None, 0.0, record, problem))
                 continue
             due = timer.due_at.timestamp()
