@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -273,24 +274,45 @@ def _nested(depth: int) -> bytes:
     return ("[" * depth + "]" * depth).encode()
 
 
-async def test_a_5000_deep_request_is_dead_lettered_at_once_and_the_next_one_is_handled() -> None:
+@dataclass
+class Recording:
+    """A submitter's broker whose request handler only records, with every outcome kept."""
+
+    broker: KafkaBroker
+    topics: Topics
+    sleeps: Sleeps
+    handled: list[str] = field(default_factory=list)
+    letters: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _recording() -> Recording:
     topics = Topics("u.")
     sleeps = Sleeps()
     broker, _publisher = make_broker(
         "localhost:9092", stage="submitter", topics=topics, backoff=RedeliveryBackoff(sleep=sleeps)
     )
-    handled: list[str] = []
-    letters: list[dict[str, Any]] = []
+    rec = Recording(broker, topics, sleeps)
 
     @broker.subscriber(topics.generation_requested, group_id="unit")
     async def on_request(event: GenerationRequested) -> None:
-        handled.append(event.request_id)
+        rec.handled.append(event.request_id)
 
     @broker.subscriber(topics.deadletter, group_id="unit-dlq")
     async def on_letter(body: dict[str, Any]) -> None:
-        letters.append(body)
+        rec.letters.append(body)
 
-    async with TestKafkaBroker(broker) as test_broker:
+    @broker.subscriber(topics.job_failed, group_id="unit-failed")
+    async def on_failed(body: dict[str, Any]) -> None:
+        rec.failed.append(body)
+
+    return rec
+
+
+async def test_a_5000_deep_request_is_dead_lettered_at_once_and_the_next_one_is_handled() -> None:
+    rec = _recording()
+    topics, handled, letters, sleeps = rec.topics, rec.handled, rec.letters, rec.sleeps
+    async with TestKafkaBroker(rec.broker) as test_broker:
         await test_broker.publish(_nested(5000), topics.generation_requested, key=b"deep")
         await test_broker.publish(b"\xff\xfe not utf-8", topics.generation_requested, key=b"b")
         await test_broker.publish(REQUEST, topics.generation_requested, key=b"r1")
@@ -360,30 +382,11 @@ async def test_a_request_id_with_a_lone_surrogate_is_dead_lettered_once_without_
     # Found by the hostile corpus: naming the request in a JobFailed hashed its id as UTF-8,
     # which raised UnicodeEncodeError after the letter was sent, so the message came again at
     # once, forever, a new letter each time, and its partition stopped.
-    topics = Topics("u.")
-    sleeps = Sleeps()
-    broker, _publisher = make_broker(
-        "localhost:9092", stage="submitter", topics=topics, backoff=RedeliveryBackoff(sleep=sleeps)
-    )
-    handled: list[str] = []
-    letters: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-
-    @broker.subscriber(topics.generation_requested, group_id="unit")
-    async def on_request(event: GenerationRequested) -> None:
-        handled.append(event.request_id)
-
-    @broker.subscriber(topics.deadletter, group_id="unit-dlq")
-    async def on_letter(body: dict[str, Any]) -> None:
-        letters.append(body)
-
-    @broker.subscriber(topics.job_failed, group_id="unit-failed")
-    async def on_failed(body: dict[str, Any]) -> None:
-        failed.append(body)
-
+    rec = _recording()
+    topics, handled, letters, failed = rec.topics, rec.handled, rec.letters, rec.failed
     surrogate = json.dumps({"request_id": "a\ud800", "prompt": "p"}).encode()
     assert b"\\ud800" in surrogate  # the escape, as any JSON encoder writes it
-    async with TestKafkaBroker(broker) as test_broker:
+    async with TestKafkaBroker(rec.broker) as test_broker:
         await test_broker.publish(surrogate, topics.generation_requested, key=b"s")
         await test_broker.publish(REQUEST, topics.generation_requested, key=b"r1")
     assert handled == ["r1"]
@@ -589,27 +592,13 @@ def test_readiness(
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"])
 async def test_json_in_utf16_or_utf32_is_poison_though_python_could_read_it(codec: str) -> None:
-    topics = Topics("u.")
-    broker, _publisher = make_broker("localhost:9092", stage="submitter", topics=topics)
-    handled: list[str] = []
-    letters: list[dict[str, Any]] = []
-
-    @broker.subscriber(topics.generation_requested, group_id="unit")
-    async def on_request(event: GenerationRequested) -> None:
-        handled.append(event.request_id)
-
-    @broker.subscriber(topics.deadletter, group_id="unit-dlq")
-    async def on_letter(body: dict[str, Any]) -> None:
-        letters.append(body)
-
-    @broker.subscriber(topics.job_failed, group_id="unit-failed")
-    async def on_failed(body: dict[str, Any]) -> None:
-        letters.append({"job_failed": body})
-
-    async with TestKafkaBroker(broker) as test_broker:
+    rec = _recording()
+    topics, handled, letters = rec.topics, rec.handled, rec.letters
+    async with TestKafkaBroker(rec.broker) as test_broker:
         await test_broker.publish(REQUEST.decode().encode(codec), topics.generation_requested)
         await test_broker.publish(REQUEST, topics.generation_requested, key=b"r1")
     assert handled == ["r1"]
-    assert [letter.get("error_type") for letter in letters] == ["ValueError"]
+    assert [letter["error_type"] for letter in letters] == ["ValueError"]
+    assert rec.failed == []
     assert "must be UTF-8" in letters[0]["reason"]
     assert json_is_utf8(REQUEST) and json_is_utf8(b"\xef\xbb\xbf" + REQUEST)
