@@ -58,6 +58,7 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             quota=lambda provider: quotas.get(provider, 1),
             fetch_image=resources.image_fetcher(),
             quota_wait_s=settings.quota_wait_s,
+            allow_private_urls=settings.allow_private_urls,
             crash_point=_crash_point(os.environ.get(CRASH_AT_ENV)),
         )
 

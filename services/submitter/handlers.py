@@ -13,6 +13,8 @@ Rules:
 - No paid job twice: the intent is written before the create. A redelivery that finds an open
   intent (a crash before the ledger write, a lost answer) lists the provider's jobs since then
   and adopts the matching one before creating anything (`vidpipe.policy.submission.match_job`).
+- A callback written as `localhost` or a private/loopback/metadata address fails the request
+  before anything is paid for (`unsafe_callback_url`).
 - Every failure path ends the claim: an input image that cannot be fetched, whatever was raised,
   ends in JobFailed and frees the slot.
 - The provider's concurrent-job quota (Azure's default: 2) is respected: an over-quota request
@@ -54,6 +56,7 @@ from vidpipe.policy.submission import (
     next_step,
     quota_full,
     unknown_provider,
+    unsafe_callback,
 )
 from vidpipe.providers.base import InputImage, ProviderClient, ProviderJob, VideoSpec
 
@@ -74,6 +77,8 @@ class SubmitterDeps:
     quota: Callable[[str], int]
     fetch_image: FetchImage
     quota_wait_s: float = 5.0
+    #: Development only: private callback addresses pass (the notifier's guard has the same).
+    allow_private_urls: bool = False
     clock: Callable[[], datetime] = utcnow
     #: Called with "after_intent" / "after_create" at those points; the crash tests kill the
     #: process there. None in production.
@@ -101,6 +106,13 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
         return
     if known is not None and known.state == "done":
         logger.info("duplicate_request_already_finished")
+        return
+
+    refused = unsafe_callback(
+        str(req.callback_url) if req.callback_url else None, allow_private=deps.allow_private_urls
+    )
+    if refused is not None:
+        await _fail(deps, req, provider_name, refused)
         return
 
     client = deps.providers.get(provider_name)

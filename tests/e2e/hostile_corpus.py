@@ -534,14 +534,22 @@ def build_corpus(prefix: str) -> list[Entry]:
     b.bad_request("image-http", "ssrf-url", input_image_url="http://169.254.169.254/")
     b.bad_request("image-file", "ssrf-url", input_image_url="file:///etc/passwd")
     b.bad_request("callback-gopher", "ssrf-url", callback_url="gopher://127.0.0.1:25/")
-    # A private callback URL passes (nothing here calls it; the notifier's guard refuses it
-    # when it would): an ordinary request that must be stored like any other.
+    # A callback written as a private address is refused with the request, before it is paid
+    # for (a name that resolves to one is the notifier guard's to refuse when it sends).
     for name, url in (
         ("callback-loopback", "https://127.0.0.1/hook"),
         ("callback-metadata", "https://169.254.169.254/hook"),
+        ("callback-localhost", "https://localhost/hook"),
+        ("callback-mapped", "https://[::ffff:10.0.0.1]/hook"),
     ):
-        body = b.request(name, callback_url=url, provider="azure-sora")
-        b.add(name, "ssrf-callback", json.dumps(body).encode(), end="stored")
+        body = b.request(name, callback_url=url)
+        b.add(
+            name,
+            "ssrf-callback",
+            json.dumps(body).encode(),
+            end="job_failed",
+            failed_request_id=rid(name),
+        )
 
     # --- timers that are not timers ----------------------------------------------------------
     b.add(

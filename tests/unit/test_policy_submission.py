@@ -33,6 +33,7 @@ from vidpipe.policy.submission import (
     next_step,
     quota_full,
     unknown_provider,
+    unsafe_callback,
 )
 
 QUOTA_WAIT_S = 5.0
@@ -152,3 +153,36 @@ def test_a_lost_create_is_matched_on_what_the_request_sent(
     listed: list[Listed], taken: tuple[str, ...], adopted: str | None
 ) -> None:
     assert _match(listed, taken) == adopted
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/hook",
+        "https://10.1.2.3:8443/hook",
+        "https://169.254.169.254/latest",
+        "https://localhost/hook",
+        "https://api.localhost./hook",
+        "https://user@[::1]:9000/hook",
+        "https://[::ffff:192.168.0.1]/hook",
+        "https://0.0.0.0/hook",
+    ],
+)
+def test_a_callback_written_as_a_private_address_fails_the_request(url: str) -> None:
+    refused = unsafe_callback(url)
+    assert refused is not None and refused.reason_code == "unsafe_callback_url"
+    assert url not in refused.message  # the URL may carry a token
+    assert unsafe_callback(url, allow_private=True) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,
+        "https://hooks.example.com/v1?sig=x",
+        "https://8.8.8.8/hook",
+        "https://[2001:4860::8888]/",
+    ],
+)
+def test_a_public_or_named_callback_passes(url: str | None) -> None:
+    assert unsafe_callback(url) is None

@@ -7,10 +7,12 @@ request that waits is scheduled on a durable timer and comes back; it is never d
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 from vidpipe.errors import (
     ProviderError,
@@ -34,6 +36,7 @@ __all__ = [
     "next_step",
     "quota_full",
     "unknown_provider",
+    "unsafe_callback",
 ]
 
 #: How far the provider's clock may be behind ours: jobs listed this long before the intent
@@ -73,6 +76,30 @@ def unknown_provider(name: str, configured: Iterable[str]) -> Reject:
     return Reject(
         "unknown_provider", f"provider {name!r} is not configured here (configured: {known})"
     )
+
+
+def unsafe_callback(callback_url: str | None, *, allow_private: bool = False) -> Reject | None:
+    """A callback written as `localhost` or a literal address that is not globally routable
+    (loopback, private, link-local/metadata, IPv4-mapped ones included) fails the request
+    before anything is paid for. A name that only resolves to one is the notifier guard's to
+    refuse when it sends (DNS may change in between); `allow_private` is the development switch
+    the guard honours too."""
+    if callback_url is None or allow_private:
+        return None
+    name = (urlsplit(callback_url).hostname or "").rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        private = True
+    else:
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        private = not address.is_global
+    if not private:
+        return None
+    return Reject("unsafe_callback_url", "callback_url points at a loopback or private address")
 
 
 def after_submit_error(error: VidpipeError, quota_wait_s: float) -> Wait | Reject:
