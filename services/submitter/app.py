@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import Callable
-
 from schemas.events import GenerationRequested, JobFailed, JobSubmitted, JobSucceeded
 from services.submitter.handlers import (
     SubmitterDeps,
@@ -17,22 +13,7 @@ from vidpipe.providers import configured_providers, max_concurrent_jobs
 from vidpipe.settings import Settings
 from vidpipe.stage import Deps, Resources, Stage
 
-__all__ = ["CRASH_AT_ENV", "create_stage"]
-
-#: Test hook: SIGKILL the submitter at this point ("after_intent", "after_create"), so the crash
-#: tests can stop it between the provider's create and the ledger write. Unset in production.
-CRASH_AT_ENV = "VIDPIPE_SUBMITTER_CRASH_AT"
-
-
-def _crash_point(wanted: str | None) -> Callable[[str], None] | None:
-    if not wanted:
-        return None
-
-    def crash(point: str) -> None:
-        if point == wanted:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return crash
+__all__ = ["create_stage"]
 
 
 def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) -> Stage:
@@ -59,7 +40,6 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             fetch_image=resources.image_fetcher(),
             quota_wait_s=settings.quota_wait_s,
             allow_private_urls=settings.allow_private_urls,
-            crash_point=_crash_point(os.environ.get(CRASH_AT_ENV)),
         )
 
     @stage.subscriber(topics.generation_requested, topics.due("submitter"))

@@ -80,9 +80,6 @@ class SubmitterDeps:
     #: Development only: private callback addresses pass (the notifier's guard has the same).
     allow_private_urls: bool = False
     clock: Callable[[], datetime] = utcnow
-    #: Called with "after_intent" / "after_create" at those points; the crash tests kill the
-    #: process there. None in production.
-    crash_point: Callable[[str], None] | None = None
 
 
 async def handle_generation_requested(req: GenerationRequested, deps: SubmitterDeps) -> None:
@@ -159,8 +156,6 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
     )
     # Written before the create: a crash or a lost answer from here on is reconciled, not resent.
     await deps.ledger.record_intent(req.request_id)
-    if deps.crash_point is not None:
-        deps.crash_point("after_intent")
     try:
         job = await client.create_job(spec, idempotency_key=req.request_id)
     except VidpipeError as exc:
@@ -170,8 +165,6 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
         await _fail(deps, req, provider_name, after_unexpected_error(exc))
         await deps.ledger.release(req.request_id)
         return
-    if deps.crash_point is not None:
-        deps.crash_point("after_create")
     await _accepted(deps, req, provider_name, client, job)
 
 

@@ -10,10 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.submitter.app import CRASH_AT_ENV
-from tests.e2e.conftest import MakePipeline
 from tests.e2e.harness import Pipeline, make_request
-from vidpipe.cli.processes import ManagedProcess, stage_argv
 from vidpipe.dev.emulator.server import EmulatorThread
 
 STAGES = ("submitter", "poller", "fetcher", "recorder")
@@ -58,38 +55,38 @@ def no_idempotency(emulator: EmulatorThread) -> Iterator[EmulatorThread]:
     try:
         yield emulator
     finally:
-        emulator.update_config(idempotency=True)
+        emulator.update_config(idempotency=True, fault_slow_share=0.0, fault_slow_seconds=0.0)
 
 
 async def test_a_submitter_killed_between_create_and_ledger_write_pays_once(
-    make_pipeline: MakePipeline, no_idempotency: EmulatorThread
+    pipeline: Pipeline, no_idempotency: EmulatorThread
 ) -> None:
     emulator = no_idempotency
-    pipeline = await make_pipeline({CRASH_AT_ENV: "after_create"})
     for name in ("poller", "fetcher", "recorder"):
         pipeline.start(name)
     doomed = pipeline.start("submitter")
+    await pipeline.wait_for_group("submitter", 1)
     request = make_request(
         pipeline.settings.topic_prefix,
         "killed",
         prompt=f"killed submitter {uuid.uuid4().hex}",
         provider="azure-sora",
     )
+    # The provider makes the job, then holds its answer: the submitter has sent the create and
+    # not yet written the job to its ledger. SIGKILL it right there.
+    emulator.update_config(fault_slow_share=1.0, fault_slow_seconds=120.0)
     await pipeline.publish(request)
-    # The submitter SIGKILLs itself right after the provider accepted the job.
     deadline = time.monotonic() + 60
-    while doomed.proc is not None and doomed.proc.poll() is None:
-        assert time.monotonic() < deadline, "the submitter never reached its crash point"
-        await asyncio.sleep(0.1)
-    assert doomed.proc is not None and doomed.proc.returncode == -9
+    while _jobs_for(emulator, request.prompt) == 0:
+        assert time.monotonic() < deadline, "the create never reached the provider"
+        await asyncio.sleep(0.05)
+    doomed.kill()
+    emulator.update_config(fault_slow_share=0.0)
     assert _jobs_for(emulator, request.prompt) == 1
     assert await pipeline.count_events(request.request_id, "JobSubmitted") == 0
-    # Restart it without the crash point; the redelivered request must adopt the job.
-    env = {k: v for k, v in pipeline.stack.env.items() if k != CRASH_AT_ENV}
-    log_path = doomed.log_path.with_name("submitter.1.log")
-    restarted = ManagedProcess("submitter.1", stage_argv("submitter"), env, log_path).start()
-    pipeline.stack.processes["submitter.1"] = restarted
-    views = await pipeline.wait_for([request.request_id], timeout_s=60)
+    # Restart it; the redelivered request must adopt the job, not create a second one.
+    pipeline.start("submitter")
+    views = await pipeline.wait_for([request.request_id], timeout_s=90)
     assert views[request.request_id].status == "stored", views[request.request_id]
     assert _jobs_for(emulator, request.prompt) == 1
     assert await pipeline.count_events(request.request_id, "JobSubmitted") == 1

@@ -29,7 +29,7 @@ from vidpipe.errors import (
 )
 from vidpipe.net.guard import fetch_bounded
 from vidpipe.net.images import InputImageFetcher
-from vidpipe.providers.base import InputImage
+from vidpipe.providers.base import InputImage, ProviderJob, VideoSpec
 from vidpipe.testing import FakeProvider, MemoryPublisher
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -165,25 +165,34 @@ async def test_a_lost_create_answer_is_reconciled_not_resent(ledger: Ledger) -> 
     assert await ledger.in_use("azure-sora") == 1
 
 
-class _Crash(Exception):
-    pass
+class _Crash(BaseException):
+    """The process dying: not an Exception, so no handler rule catches it."""
 
 
-def _crash_at(wanted: str) -> Callable[[str], None]:
-    def crash(point: str) -> None:
-        if point == wanted:
-            raise _Crash(point)
+class _CrashingProvider(FakeProvider):
+    """Dies once around a create: "before" it reaches the provider (after the intent is
+    written), or "after" the provider made the job (before the ledger write)."""
 
-    return crash
+    def __init__(self, when: str) -> None:
+        super().__init__()
+        self.when: str | None = when
+
+    async def create_job(self, spec: VideoSpec, *, idempotency_key: str) -> ProviderJob:
+        if self.when == "before":
+            self.when = None
+            raise _Crash("before the create")
+        job = await super().create_job(spec, idempotency_key=idempotency_key)
+        if self.when == "after":
+            self.when = None
+            raise _Crash("after the create")
+        return job
 
 
 async def test_a_crash_between_create_and_ledger_write_adopts_the_job(ledger: Ledger) -> None:
-    provider = FakeProvider()
+    provider = _CrashingProvider("after")
     deps, publisher = _deps(ledger, provider)
-    deps.crash_point = _crash_at("after_create")
     with pytest.raises(_Crash):
         await handle_generation_requested(_req("r"), deps)
-    deps.crash_point = None
     await handle_generation_requested(_req("r"), deps)  # the redelivery after the restart
     assert len(provider.created) == 1
     (submitted,) = publisher.of_type(JobSubmitted)
@@ -192,25 +201,23 @@ async def test_a_crash_between_create_and_ledger_write_adopts_the_job(ledger: Le
 
 
 async def test_an_intent_whose_create_never_arrived_creates(ledger: Ledger) -> None:
-    provider = FakeProvider()
+    provider = _CrashingProvider("before")
     deps, publisher = _deps(ledger, provider)
-    deps.crash_point = _crash_at("after_intent")
     with pytest.raises(_Crash):
         await handle_generation_requested(_req("r"), deps)
-    deps.crash_point = None
+    assert provider.jobs == []
     await handle_generation_requested(_req("r"), deps)
-    assert len(provider.list_calls) == 1 and len(provider.created) == 1
+    assert len(provider.list_calls) == 1 and len(provider.jobs) == 1
     assert len(publisher.of_type(JobSubmitted)) == 1
 
 
 async def test_another_requests_job_is_never_adopted(ledger: Ledger) -> None:
-    provider = FakeProvider()
+    provider = _CrashingProvider("none")
     deps, publisher = _deps(ledger, provider)
     await handle_generation_requested(_req("first"), deps)  # same prompt, its own job
-    deps.crash_point = _crash_at("after_intent")
+    provider.when = "before"
     with pytest.raises(_Crash):
         await handle_generation_requested(_req("second"), deps)
-    deps.crash_point = None
     await handle_generation_requested(_req("second"), deps)
     submitted = [e for e in publisher.of_type(JobSubmitted) if isinstance(e, JobSubmitted)]
     jobs = {e.request_id: e.provider_job_id for e in submitted}
