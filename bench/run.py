@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import BenchResult, download_memory, recorder_throughput
+from bench import BenchResult, download_memory, emulator_capacity, recorder_throughput
 
 __all__ = ["BENCHMARKS", "machine_info", "main"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     "download_memory": download_memory.run,
+    "emulator_capacity": emulator_capacity.run,
     "recorder_throughput": recorder_throughput.run,
 }
 
