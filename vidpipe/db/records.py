@@ -7,16 +7,18 @@ writes the changes the pure projection (`vidpipe.policy.projection`) says the ev
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import desc, select, update
+from sqlalchemy import bindparam, desc, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import Event, GenerationRequested, utcnow
-from vidpipe.db.tables import events, insert_ignore, projects
+from vidpipe.db.tables import events, projects
 from vidpipe.policy.projection import TERMINAL_STATUSES, project, project_parent
 
 __all__ = ["ProjectView", "Records"]
@@ -71,78 +73,44 @@ class Records:
 
     async def record(self, event: Event, topic: str) -> bool:
         """Log `event` and apply it to its project. False when it was already recorded."""
-        now = self.clock()
-        async with self.engine.begin() as conn:
-            inserted = await insert_ignore(
-                conn,
-                events,
-                {
-                    "event_id": str(event.event_id),
-                    "request_id": event.request_id,
-                    "event_type": event.event_type,
-                    "topic": topic,
-                    "occurred_at": event.occurred_at,
-                    "recorded_at": now,
-                    "payload": json.loads(event.model_dump_json()),
-                },
-                "event_id",
-            )
-            if not inserted:
-                return False
-            await insert_ignore(
-                conn,
-                projects,
-                {
-                    "request_id": event.request_id,
-                    "status": "requested",
-                    "created_at": now,
-                    "updated_at": now,
-                },
-                "request_id",
-            )
-            query = select(projects).where(projects.c.request_id == event.request_id)
-            if conn.dialect.name == "postgresql":
-                # Two recorder replicas may hold events of one request from different topics.
-                query = query.with_for_update()
-            row = (await conn.execute(query)).mappings().one()
-            current = dict(row)
-            if current["status"] == "requested" and not isinstance(event, GenerationRequested):
-                current["status"] = None
-            changes = project(current, event)
-            if changes:
-                changes["updated_at"] = now
-                await conn.execute(
-                    update(projects)
-                    .where(projects.c.request_id == event.request_id)
-                    .values(**changes)
-                )
-            parent_id = current.get("parent_request_id") or getattr(
-                event, "parent_request_id", None
-            )
-            if parent_id:
-                await self._apply_to_parent(conn, parent_id, {**current, **changes}, event, now)
-            return True
+        return (await self.record_many([(event, topic)]))[0]
 
-    async def _apply_to_parent(
-        self,
-        conn: AsyncConnection,
-        parent_id: str,
-        child_row: dict[str, Any],
-        event: Event,
-        now: datetime,
-    ) -> None:
-        query = select(projects).where(projects.c.request_id == parent_id)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        parent = (await conn.execute(query)).mappings().first()
-        if parent is None:
-            return
-        changes = project_parent(dict(parent), child_row, event)
-        if changes:
-            changes["updated_at"] = now
-            await conn.execute(
-                update(projects).where(projects.c.request_id == parent_id).values(**changes)
+    async def record_many(self, batch: Sequence[tuple[Event, str]]) -> list[bool]:
+        """Log a batch of (event, topic) in one transaction and apply each to its project, in
+        the batch's order; for each, whether it was new (False: recorded before, or earlier in
+        the batch).
+
+        The rows are what recording the events one by one would write: the projection runs
+        in memory over the rows read once, in order, and only the rows it changed are written.
+        """
+        if not batch:
+            return []
+        now = self.clock()
+        first_seen: dict[str, int] = {}
+        for index, (event, _topic) in enumerate(batch):
+            first_seen.setdefault(str(event.event_id), index)
+        async with self.engine.begin() as conn:
+            insert = _insert_for(conn)
+            logged = await conn.execute(
+                insert(events)
+                .values(
+                    [
+                        _event_row(batch[index][0], batch[index][1], now)
+                        for index in first_seen.values()
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["event_id"])
+                .returning(events.c.event_id)
             )
+            new_ids = {row[0] for row in logged}
+            fresh = [
+                index == first_seen[str(event.event_id)] and str(event.event_id) in new_ids
+                for index, (event, _topic) in enumerate(batch)
+            ]
+            if any(fresh):
+                applied = [event for (event, _topic), new in zip(batch, fresh, strict=True) if new]
+                await _project_all(conn, applied, now)
+        return fresh
 
     async def get(self, request_id: str) -> ProjectView | None:
         async with self.engine.connect() as conn:
@@ -183,6 +151,99 @@ class Records:
                 .order_by(events.c.seq)
             )
             return [r[0] for r in rows]
+
+
+def _insert_for(conn: AsyncConnection) -> Any:
+    return postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
+def _event_row(event: Event, topic: str, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": str(event.event_id),
+        "request_id": event.request_id,
+        "event_type": event.event_type,
+        "topic": topic,
+        "occurred_at": event.occurred_at,
+        "recorded_at": now,
+        "payload": json.loads(event.model_dump_json()),
+    }
+
+
+#: The columns an event may change: every one but the keys and the creation time.
+_MUTABLE_COLUMNS = tuple(
+    c.name for c in projects.columns if c.name not in ("id", "request_id", "created_at")
+)
+
+
+async def _lock_rows(
+    conn: AsyncConnection, request_ids: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """The rows of `request_ids` that exist, locked on PostgreSQL (two recorder replicas may
+    hold events of one request from different topics), in key order so that replicas locking
+    overlapping rows cannot deadlock each other."""
+    wanted = sorted(set(request_ids))
+    if not wanted:
+        return {}
+    query = (
+        select(projects).where(projects.c.request_id.in_(wanted)).order_by(projects.c.request_id)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return {row["request_id"]: dict(row) for row in (await conn.execute(query)).mappings()}
+
+
+async def _project_all(conn: AsyncConnection, applied: list[Event], now: datetime) -> None:
+    """Apply `applied` (new events, in order) to their rows and their parents' rows."""
+    request_ids = sorted({event.request_id for event in applied})
+    created = await conn.execute(
+        _insert_for(conn)(projects)
+        .values(
+            [
+                {"request_id": rid, "status": "requested", "created_at": now, "updated_at": now}
+                for rid in request_ids
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["request_id"])
+        .returning(projects.c.request_id)
+    )
+    # A row made just now for a later event of the batch does not exist yet for the events
+    # before it (a parent's row made by its own request, recorded after its child's event).
+    unborn = {row[0] for row in created}
+    rows = await _lock_rows(conn, request_ids)
+    parent_ids = {row["parent_request_id"] for row in rows.values() if row["parent_request_id"]}
+    parent_ids |= {p for e in applied if (p := getattr(e, "parent_request_id", None))}
+    rows |= await _lock_rows(conn, parent_ids - rows.keys())
+    changed: set[str] = set()
+    for event in applied:
+        unborn.discard(event.request_id)
+        row = rows[event.request_id]
+        seen = dict(row)
+        if seen["status"] == "requested" and not isinstance(event, GenerationRequested):
+            seen["status"] = None
+        changes = project(seen, event)
+        if changes:
+            row.update(changes, updated_at=now)
+            changed.add(event.request_id)
+        parent_id = seen.get("parent_request_id") or getattr(event, "parent_request_id", None)
+        parent = rows.get(parent_id) if parent_id and parent_id not in unborn else None
+        if parent is not None:
+            parent_changes = project_parent(parent, {**seen, **changes}, event)
+            if parent_changes:
+                parent.update(parent_changes, updated_at=now)
+                changed.add(parent["request_id"])
+    if changed:
+        await conn.execute(
+            update(projects)
+            .where(projects.c.request_id == bindparam("key_request_id"))
+            .values({name: bindparam(f"new_{name}") for name in _MUTABLE_COLUMNS}),
+            [
+                {
+                    "key_request_id": rid,
+                    **{f"new_{name}": rows[rid][name] for name in _MUTABLE_COLUMNS},
+                }
+                for rid in sorted(changed)
+            ],
+        )
 
 
 def _view(row: Any) -> ProjectView:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from schemas.events import EVENT_TYPES
+from schemas.events import EVENT_TYPES, Event
 from vidpipe.db.records import Records
 from vidpipe.db.tables import events, projects
 from vidpipe.ops import OpsError, ProgressHook, RefusedError
@@ -57,9 +57,9 @@ async def replay_records(
 ) -> RecordsReplay:
     """Rebuild `projects` on `target` (which must be empty) from `source`'s `events` log.
 
-    `target` must already have its tables (open_engine(create=True)). Each event goes through
-    Records.record, the recorder's own code path, so the rebuilt rows are what the recorder
-    would have written had it seen the log in this order."""
+    `target` must already have its tables (open_engine(create=True)). Each page of `batch`
+    events goes through `Records.record_many`, the recorder's own code path, so the rebuilt rows
+    are what the recorder would have written had it seen the log in this order."""
     if batch < 1:
         raise OpsError("--batch must be at least 1")
     if not await _has_events_table(source):
@@ -86,6 +86,7 @@ async def replay_records(
             ).all()
         if not rows:
             break
+        page: list[tuple[Event, str]] = []
         for seq, event_type, topic, payload in rows:
             last_seq = seq
             result.events_read += 1
@@ -94,12 +95,11 @@ async def replay_records(
                 result.skipped_unknown[event_type] += 1
                 continue
             try:
-                event = model.model_validate(payload)
+                page.append((model.model_validate(payload), topic))
             except ValidationError:
                 result.invalid += 1
-                continue
-            if await records.record(event, topic):
-                result.applied += 1
+        # One transaction per page, in seq order: what recording them one by one would write.
+        result.applied += sum(await records.record_many(page))
         if progress is not None:
             progress(result.events_read, max(total, result.events_read))
     result.projects_built = await _count(target, projects)
