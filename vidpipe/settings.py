@@ -41,15 +41,22 @@ class Settings(BaseSettings):
 
     # Records: SQLite by default; any postgresql:// URL (Supabase's included) works too.
     database_url: str = "sqlite:///.vidpipe/vidpipe.db"
+    # The recorder (and `replay records`) writes up to this many events per transaction; a
+    # batch is what the consumer already holds, so a quiet stream is never held back for it.
+    records_batch_max: int = Field(default=500, ge=1, le=10_000)
     # Storage: a local folder by default (file://PATH); supabase://BUCKET for Supabase Storage.
     storage_url: str = "file://.vidpipe/videos"
     # Where the dev stack keeps its state (broker data, pids, logs, the broker address).
     state_dir: Path = Path(".vidpipe")
 
     default_provider: str = "azure-sora"
-    # Seconds between status checks of a running job (Microsoft's samples use 5 s).
+    # Status checks: the first this long after submission; then at least poll_interval_s apart
+    # (Microsoft's samples use 5 s) or what the provider asks, and at least poll_age_share of
+    # the job's age, at most poll_max_interval_s (vidpipe.policy.polling.poll_delay).
+    poll_first_s: float = Field(default=1.0, gt=0)
     poll_interval_s: float = Field(default=5.0, gt=0)
     poll_max_interval_s: float = Field(default=60.0, gt=0)
+    poll_age_share: float = Field(default=0.1, ge=0, le=1)
     # How long an over-quota request waits before the submitter looks again.
     quota_wait_s: float = Field(default=5.0, gt=0)
     # Transient download errors the fetcher retries in place before reporting the download missing.

@@ -41,6 +41,7 @@ from vidpipe.bus import KafkaPublisher, RedeliveryBackoff, TimerRelay, make_brok
 from vidpipe.bus.address import broker_address
 from vidpipe.bus.admin import ensure_all_topics
 from vidpipe.bus.broker import BROKER_UNREACHABLE, until_broker_answers
+from vidpipe.bus.deadletter import FailureHandling
 from vidpipe.bus.health import HealthServer, StageHealth
 from vidpipe.db.tables import create_tables, open_engine
 from vidpipe.errors import StageWiringError
@@ -181,9 +182,7 @@ class Stage:
         )
         #: The port /healthz, /readyz and the metrics are served on, once the stage runs.
         self.health_port: int | None = None
-        self.broker: KafkaBroker
-        self.publisher: KafkaPublisher
-        self.broker, self.publisher = make_broker(
+        patient, publisher = make_broker(
             self.bootstrap_servers,
             stage=name,
             topics=self.topics,
@@ -194,6 +193,10 @@ class Stage:
             max_letter_bytes=settings.deadletter_max_bytes,
             graceful_timeout_s=settings.shutdown_timeout_s,
         )
+        self.broker: KafkaBroker = patient
+        self.publisher: KafkaPublisher = publisher
+        #: The failure model every subscriber follows (a batch handler dead-letters through it).
+        self.failures: FailureHandling = patient.failures
         self.relay: TimerRelay | None = None
         self._deps_factory: DepsFactory[Any] | None = None
         self._resources: Resources | None = None

@@ -1,4 +1,4 @@
-"""Recorder wiring: every public event topic -> the records database."""
+"""Recorder wiring: every public event topic -> the records database, a consumer batch at a time."""
 
 from __future__ import annotations
 
@@ -7,29 +7,43 @@ from typing import Any
 from faststream.kafka import KafkaMessage
 
 from schemas.events import PUBLIC_EVENTS, Event
-from services.recorder.handlers import handle_event
+from services.recorder.handlers import RecorderDeps, handle_batch
 from vidpipe.db.records import Records
 from vidpipe.settings import Settings
 from vidpipe.stage import Deps, Resources, Stage
 
 __all__ = ["create_stage"]
 
+#: How long the consumer waits for a first record when none is there (then again as long).
+BATCH_WAIT_MS = 50
+
+
+async def _records_as_they_are(msg: Any, _original: Any) -> None:
+    # The handler reads each record itself, so one unreadable record never fails its batch.
+    return None
+
 
 def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) -> Stage:
     stage = Stage("recorder", settings, bootstrap_servers=bootstrap_servers)
     topics = stage.topics
-    # Each topic carries one event type, so the topic (not a field the producer may have left
-    # out) decides the model: a bare upstream request without `event_type` is still recorded.
     model_for_topic: dict[str, type[Event]] = {topics.for_event(m): m for m in PUBLIC_EVENTS}
 
     @stage.dependencies
-    async def build_deps(resources: Resources) -> Records:
-        return Records(await resources.engine())
+    async def build_deps(resources: Resources) -> RecorderDeps:
+        return RecorderDeps(
+            records=Records(await resources.engine()),
+            failures=stage.failures,
+            model_for_topic=model_for_topic,
+        )
 
-    @stage.subscriber(*model_for_topic)
-    async def on_event(body: dict[str, Any], message: KafkaMessage, records: Deps[Records]) -> None:
-        topic: str = message.raw_message.topic  # type: ignore[union-attr]
-        event = model_for_topic[topic].model_validate(body)
-        await handle_event(event, topic, records)
+    @stage.subscriber(
+        *model_for_topic,
+        batch=True,
+        max_records=settings.records_batch_max,
+        batch_timeout_ms=BATCH_WAIT_MS,
+        decoder=_records_as_they_are,
+    )
+    async def on_events(_body: Any, message: KafkaMessage, deps: Deps[RecorderDeps]) -> None:
+        await handle_batch(message.raw_message, deps)
 
     return stage

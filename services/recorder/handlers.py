@@ -2,24 +2,68 @@
 
 Reads:   {prefix}generation.requested, {prefix}job.submitted, {prefix}job.progressed,
          {prefix}job.succeeded, {prefix}job.failed, {prefix}download.unavailable,
-         {prefix}video.stored
-Writes:  nothing on Kafka; the database (SQLite by default, PostgreSQL/Supabase by URL).
+         {prefix}video.stored (and the fallbacks' events), as consumer batches
+Writes:  nothing on Kafka but dead letters; the database (SQLite by default, PostgreSQL by URL).
 
-Idempotent by event_id: a redelivered or replayed event is logged once and changes nothing.
-The projection itself (which event moves which column) is `vidpipe.policy.projection.project`,
-a pure function; `vidpipe.db.records` is the SQL around it.
+A batch is recorded in one transaction (`Records.record_many`): one commit and one offset commit
+for up to `records_batch_max` events, instead of one of each per event. Idempotent by event_id:
+a redelivered or replayed event is logged once and changes nothing. The projection (which event
+moves which column) is `vidpipe.policy.projection.project`, a pure function.
+
+Failures stay per record: a record that cannot be read is dead-lettered and the rest of its batch
+recorded; the database being away fails the batch, which comes again whole; an event the
+database refuses for its own reasons is tried alone, then dead-lettered after its attempts.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import structlog
 
 from schemas.events import Event
+from vidpipe.bus.deadletter import (
+    Failure,
+    FailureHandling,
+    classify,
+    describe_poison,
+    json_is_utf8,
+)
 from vidpipe.db.records import Records
+from vidpipe.errors import PoisonMessage
 
-__all__ = ["handle_event"]
+__all__ = ["RecorderDeps", "handle_batch", "handle_event", "read_event"]
 
 log = structlog.get_logger("vidpipe.recorder")
+
+
+@dataclass
+class RecorderDeps:
+    records: Records
+    failures: FailureHandling
+    #: Each topic carries one event type, so the topic (not a field the producer may have left
+    #: out) decides the model: a bare upstream request without `event_type` is still recorded.
+    model_for_topic: Mapping[str, type[Event]]
+
+
+def read_event(record: Any, model_for_topic: Mapping[str, type[Event]]) -> Event:
+    """The event a consumer record holds; `PoisonMessage` (or a `ValidationError`) when none."""
+    value = record.value or b""
+    # As every other stage's decoder reads it (FastStream's): a body labelled anything but JSON
+    # is not read as JSON, so the recorder refuses what the stages refuse.
+    content_type = next((v for k, v in record.headers or () if k == "content-type"), None)
+    if content_type is not None and not bytes(content_type or b"").startswith(b"application/json"):
+        raise PoisonMessage(f"not JSON: content-type {bytes(content_type)[:100]!r}")
+    if not json_is_utf8(value):
+        raise PoisonMessage(f"undecodable: JSON must be UTF-8, not {json.detect_encoding(value)}")
+    try:
+        body = json.loads(value)
+    except Exception as exc:  # RecursionError and MemoryError included: the bytes are the fault
+        raise PoisonMessage(f"undecodable ({type(exc).__name__}): {str(exc)[:300]}") from exc
+    return model_for_topic[record.topic].model_validate(body)
 
 
 async def handle_event(event: Event, topic: str, records: Records) -> bool:
@@ -30,3 +74,50 @@ async def handle_event(event: Event, topic: str, records: Records) -> bool:
     else:
         log.debug("duplicate_event", request_id=event.request_id, event_id=str(event.event_id))
     return fresh
+
+
+async def handle_batch(batch: Sequence[Any], deps: RecorderDeps) -> int:
+    """Record a consumer batch; how many events were new."""
+    readable: list[tuple[Any, Event]] = []
+    unreadable: list[tuple[Any, BaseException]] = []
+    for record in batch:
+        try:
+            readable.append((record, read_event(record, deps.model_for_topic)))
+        except Exception as exc:
+            unreadable.append((record, exc))
+    try:
+        fresh = await deps.records.record_many([(event, r.topic) for r, event in readable])
+    except Exception as exc:
+        if classify(exc) is Failure.WORLD:
+            raise  # the whole batch comes again once the database answers
+        fresh = [await _record_alone(record, event, deps) for record, event in readable]
+    # Letters go out after the batch is committed: a batch the database failed is delivered
+    # again, and its letters would be sent twice.
+    for record, problem in unreadable:
+        reason = describe_poison(problem) or f"refused: {problem}"
+        await deps.failures.dead_letter(record, reason, problem, attempts=1, poison=True)
+    recorded = sum(fresh)
+    log.info("recorded_batch", events=len(batch), new=recorded, dead_lettered=len(unreadable))
+    return recorded
+
+
+async def _record_alone(record: Any, event: Event, deps: RecorderDeps) -> bool:
+    """One event the batch could not take, on its own, with the stage's bounded attempts."""
+    backoff = deps.failures.backoff
+    while True:
+        try:
+            fresh = await deps.records.record(event, record.topic)
+        except Exception as exc:
+            kind = classify(exc)
+            if kind is Failure.WORLD:
+                raise
+            attempts = backoff.count(record, own=True)
+            if attempts < backoff.max_attempts:
+                await backoff.wait(record, exc, kind)
+                continue
+            reason = f"gave up after {attempts} attempts: {type(exc).__name__}: {exc}"
+            await deps.failures.dead_letter(record, reason, exc, attempts, poison=False)
+            backoff.succeeded(record)
+            return False
+        backoff.succeeded(record)
+        return fresh

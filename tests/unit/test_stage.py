@@ -26,6 +26,7 @@ from services.fetcher.handlers import FetcherDeps
 from services.notifier.handlers import NotifierDeps
 from services.placeholder.handlers import PlaceholderDeps
 from services.poller.handlers import PollerDeps
+from services.recorder.handlers import RecorderDeps
 from services.redownloader.handlers import RedownloaderDeps
 from services.registry import (
     CORE_STAGES,
@@ -38,7 +39,6 @@ from services.registry import (
 )
 from services.submitter.handlers import SubmitterDeps
 from vidpipe import stage as stage_module
-from vidpipe.db.records import Records
 from vidpipe.errors import StageWiringError
 from vidpipe.settings import Settings
 from vidpipe.stage import DEPS, Deps, Resources, Stage
@@ -49,7 +49,7 @@ DEPS_TYPES: dict[str, type] = {
     "submitter": SubmitterDeps,
     "poller": PollerDeps,
     "fetcher": FetcherDeps,
-    "recorder": Records,
+    "recorder": RecorderDeps,
     "placeholder": PlaceholderDeps,
     "notifier": NotifierDeps,
     "redownloader": RedownloaderDeps,

@@ -71,6 +71,9 @@ class PatientKafkaBroker(KafkaBroker):
     topics not in its metadata yet) waits for it instead of failing the stage's start-up."""
 
     stage_name: str = "stage"
+    #: The failure model of this broker's subscribers, for a batch handler that dead-letters
+    #: its own poison records (`make_broker` sets it).
+    failures: FailureHandling
 
     async def start(self) -> None:
         await until_broker_answers(self._start_once, stage=self.stage_name, what="start")
@@ -99,7 +102,7 @@ def make_broker(
     health: StageHealth | None = None,
     max_letter_bytes: int = 900_000,
     graceful_timeout_s: float | None = 15.0,
-) -> tuple[KafkaBroker, KafkaPublisher]:
+) -> tuple[PatientKafkaBroker, KafkaPublisher]:
     """A broker whose every subscriber follows the failure model, plus the stage's publisher.
 
     `publishes` are the event types the stage writes (anything else is refused); `backoff`
@@ -137,5 +140,6 @@ def make_broker(
         health=health or StageHealth(stage),
         max_letter_bytes=max_letter_bytes,
     )
+    broker.failures = handling
     broker.add_middleware(DeadLetterMiddleware.factory(handling))
     return broker, publisher

@@ -172,11 +172,17 @@ async def parse_leniently(record: Any, original: Callable[[Any], Awaitable[Any]]
     try:
         return await original(record)
     except Exception:
-        headers = [
-            (str(name), (value or b"").decode("utf-8", "backslashreplace").encode())
-            for name, value in (getattr(record, "headers", None) or ())
-        ]
-        return await original(replace(record, headers=headers))
+        if isinstance(record, tuple):  # a batch subscriber's records
+            return await original(tuple(_with_readable_headers(r) for r in record))
+        return await original(_with_readable_headers(record))
+
+
+def _with_readable_headers(record: Any) -> Any:
+    headers = [
+        (str(name), (value or b"").decode("utf-8", "backslashreplace").encode())
+        for name, value in (getattr(record, "headers", None) or ())
+    ]
+    return replace(record, headers=headers)
 
 
 def json_is_utf8(value: bytes) -> bool:
@@ -407,6 +413,55 @@ class FailureHandling:
     health: StageHealth
     max_letter_bytes: int = 900_000
 
+    async def dead_letter(
+        self, record: Any, reason: str, exc: BaseException, attempts: int, *, poison: bool
+    ) -> None:
+        """Dead-letter `record` (and report its request failed) before it is acknowledged.
+
+        If a publish fails the exception propagates and the message comes again: it is never
+        acknowledged before it is safely in the dead-letter topic.
+        """
+        cause = exc.__cause__ if isinstance(exc, PoisonMessage) and exc.__cause__ else exc
+        error_type = type(cause).__name__
+        letter = build_dead_letter(
+            record,
+            self.stage,
+            reason,
+            error_type=error_type,
+            attempts=attempts,
+            max_bytes=self.max_letter_bytes,
+        )
+        try:
+            await self.publish_dead_letter(letter)
+        except MessageSizeTooLargeError:
+            # The broker's limit is below ours: send the letter with its value cut to a sliver
+            # (size and SHA-256 still say what it was) rather than loop on it.
+            letter = build_dead_letter(
+                record,
+                self.stage,
+                reason,
+                error_type=error_type,
+                attempts=attempts,
+                max_bytes=_ENVELOPE_BYTES + _LAST_RESORT_BYTES,
+            )
+            await self.publish_dead_letter(letter)
+        if self.publish_job_failed is not None:
+            failed = job_failed_for(
+                record, self.stage, error_type=error_type, attempts=attempts, poison=poison
+            )
+            if failed is not None:
+                await self.publish_job_failed(failed)
+        log.warning(
+            "dead_lettered",
+            topic=letter.original_topic,
+            partition=letter.original_partition,
+            offset=letter.original_offset,
+            attempts=attempts,
+            error=error_type,
+            truncated=letter.original_value_truncated,
+            reason=letter.reason[:300],
+        )
+
 
 class DeadLetterMiddleware(BaseMiddleware):
     """FastStream middleware applying the failure model to each delivery (module docstring).
@@ -433,13 +488,12 @@ class DeadLetterMiddleware(BaseMiddleware):
     ) -> Any:
         record = msg.raw_message
         h = self._h
+        if isinstance(record, tuple):
+            return await self._consume_batch(call_next, msg, record)
         try:
             result = await call_next(msg)
         except Exception as exc:
             kind = classify(exc)
-            if isinstance(record, tuple):  # batches are not used; keep them redelivered
-                await h.backoff.failed(record, exc)
-                raise
             if kind is Failure.WORLD:
                 h.health.waiting(_where(record), type(exc).__name__)
                 await h.backoff.failed(record, exc)
@@ -454,59 +508,45 @@ class DeadLetterMiddleware(BaseMiddleware):
             else:
                 attempts = h.backoff.attempts(record) + 1
                 reason = describe_poison(exc) or str(exc)
-            await self._recover(record, reason, exc, attempts, poison=kind is Failure.POISON)
+            await h.dead_letter(record, reason, exc, attempts, poison=kind is Failure.POISON)
             h.backoff.succeeded(record)
             return None
         h.backoff.succeeded(record)
         h.health.resolved(_where(record))
         return result
 
-    async def _recover(
-        self, record: Any, reason: str, exc: BaseException, attempts: int, *, poison: bool
-    ) -> None:
-        """Dead-letter `record` (and report its request failed) before it is acknowledged.
-
-        If a publish fails the exception propagates and the message comes again: it is never
-        acknowledged before it is safely in the dead-letter topic.
-        """
+    async def _consume_batch(
+        self,
+        call_next: Callable[[Any], Awaitable[Any]],
+        msg: StreamMessage[Any],
+        batch: tuple[Any, ...],
+    ) -> Any:
+        """A batch subscriber's delivery. Its handler deals with each record's own failures
+        (as the recorder does); what still escapes it fails the whole batch, which comes again
+        from its first record: without bound for the world, `max_attempts` times for anything
+        else, after which every record of the batch is dead-lettered with the reason."""
         h = self._h
-        cause = exc.__cause__ if isinstance(exc, PoisonMessage) and exc.__cause__ else exc
-        error_type = type(cause).__name__
-        letter = build_dead_letter(
-            record,
-            h.stage,
-            reason,
-            error_type=error_type,
-            attempts=attempts,
-            max_bytes=h.max_letter_bytes,
-        )
+        if not batch:
+            return await call_next(msg)
+        head = batch[0]  # the batch's failures are counted on its first record
         try:
-            await h.publish_dead_letter(letter)
-        except MessageSizeTooLargeError:
-            # The broker's limit is below ours: send the letter with its value cut to a sliver
-            # (size and SHA-256 still say what it was) rather than loop on it.
-            letter = build_dead_letter(
-                record,
-                h.stage,
-                reason,
-                error_type=error_type,
-                attempts=attempts,
-                max_bytes=_ENVELOPE_BYTES + _LAST_RESORT_BYTES,
-            )
-            await h.publish_dead_letter(letter)
-        if h.publish_job_failed is not None:
-            failed = job_failed_for(
-                record, h.stage, error_type=error_type, attempts=attempts, poison=poison
-            )
-            if failed is not None:
-                await h.publish_job_failed(failed)
-        log.warning(
-            "dead_lettered",
-            topic=letter.original_topic,
-            partition=letter.original_partition,
-            offset=letter.original_offset,
-            attempts=attempts,
-            error=error_type,
-            truncated=letter.original_value_truncated,
-            reason=letter.reason[:300],
-        )
+            result = await call_next(msg)
+        except Exception as exc:
+            kind = classify(exc)
+            if kind is Failure.WORLD:
+                h.health.waiting(_where(head), type(exc).__name__)
+                await h.backoff.failed(head, exc)
+                raise
+            h.health.resolved(_where(head))
+            attempts = h.backoff.count(head, own=True)
+            if attempts < h.backoff.max_attempts:
+                await h.backoff.wait(head, exc, kind)
+                raise
+            reason = f"its batch gave up after {attempts} attempts: {type(exc).__name__}: {exc}"
+            for record in batch:
+                await h.dead_letter(record, reason, exc, attempts, poison=False)
+            h.backoff.succeeded(head)
+            return None
+        h.backoff.succeeded(head)
+        h.health.resolved(_where(head))
+        return result
