@@ -431,6 +431,9 @@ class PollDue(Event):
     last_progress: int | None = None
     transient_errors: int = Field(default=0, ge=0)
     request: RequestSnapshot | None = None
+    # When the job was submitted: the schedule waits in proportion to the job's age. Timers
+    # scheduled before this field existed carry none and are checked at the base interval.
+    submitted_at: datetime | None = None
 
 
 class RedownloadDue(_Model):

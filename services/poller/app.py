@@ -26,8 +26,10 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             providers=resources.providers(),
             publisher=stage.publisher,
             topics=topics,
+            first_s=settings.poll_first_s,
             interval_s=settings.poll_interval_s,
             max_interval_s=settings.poll_max_interval_s,
+            age_share=settings.poll_age_share,
         )
 
     @stage.subscriber(topics.job_submitted)

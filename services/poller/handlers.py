@@ -45,15 +45,23 @@ class PollerDeps:
     providers: Mapping[str, ProviderClient]
     publisher: Publisher
     topics: Topics
+    first_s: float = 1.0
     interval_s: float = 5.0
     max_interval_s: float = 60.0
+    age_share: float = 0.1
     # Consecutive transient errors tolerated before the job is declared failed.
     max_transient_errors: int = 30
     clock: Callable[[], datetime] = utcnow
 
     @property
     def schedule(self) -> PollSchedule:
-        return PollSchedule(self.interval_s, self.max_interval_s, self.max_transient_errors)
+        return PollSchedule(
+            first_s=self.first_s,
+            interval_s=self.interval_s,
+            max_interval_s=self.max_interval_s,
+            age_share=self.age_share,
+            max_transient_errors=self.max_transient_errors,
+        )
 
 
 async def handle_job_submitted(event: JobSubmitted, deps: PollerDeps) -> None:

@@ -39,7 +39,7 @@ from vidpipe.policy.polling import (
 from vidpipe.providers.base import ProviderJob
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-SCHEDULE = PollSchedule(interval_s=2, max_interval_s=60, max_transient_errors=3)
+SCHEDULE = PollSchedule(first_s=0.5, interval_s=2, max_interval_s=60, max_transient_errors=3)
 
 
 @dataclass(frozen=True)
@@ -78,16 +78,55 @@ def _due(
 
 
 @pytest.mark.parametrize(
-    ("attempt", "delay"),
-    [(0, 2.0), (10, 2.0), (11, 2.3), (20, 2 * 1.15**10), (60, 60.0)],
+    ("age_s", "progress", "hint_s", "delay"),
+    [
+        (None, None, None, 2.0),  # a timer from before submitted_at: the base interval
+        (5.0, None, None, 2.0),  # young: the base interval
+        (100.0, None, None, 10.0),  # a tenth of its age
+        (1000.0, None, None, 60.0),  # capped
+        (10.0, 10, None, 45.0),  # 10 % in 10 s: 90 s left, half of it
+        (90.0, 90, None, 9.0),  # nearly done: a tenth of its age again
+        (10.0, 0, None, 2.0),  # no progress yet says nothing of what is left
+        (5.0, None, 7.0, 7.0),  # the provider's hint is a floor...
+        (1000.0, None, 90.0, 90.0),  # ...even above the cap
+        (100.0, None, 3.0, 10.0),  # ...but not a ceiling
+    ],
 )
-def test_the_interval_stretches_slowly_for_long_jobs_and_is_capped(
-    attempt: int, delay: float
+def test_the_wait_grows_with_the_jobs_age_and_what_its_progress_says_is_left(
+    age_s: float | None, progress: int | None, hint_s: float | None, delay: float
 ) -> None:
-    assert poll_delay(attempt, SCHEDULE) == pytest.approx(delay)
+    assert poll_delay(SCHEDULE, age_s=age_s, progress=progress, hint_s=hint_s) == pytest.approx(
+        delay
+    )
 
 
-def test_a_submitted_job_is_first_checked_one_interval_later() -> None:
+def _checks_until_seen(duration_s: float, *, linear_progress: bool) -> tuple[int, float]:
+    """Run the schedule against a job taking `duration_s`: (status calls, delay after done)."""
+    at, calls = SCHEDULE.first_s, 0
+    while True:
+        calls += 1
+        if at >= duration_s:
+            return calls, at - duration_s
+        progress = int(100 * at / duration_s) if linear_progress else None
+        at += poll_delay(SCHEDULE, age_s=at, progress=progress)
+
+
+@pytest.mark.parametrize("linear_progress", [False, True])
+@pytest.mark.parametrize("duration_s", [0.3, 3.0, 7.0, 30.0, 120.0, 600.0, 3600.0])
+def test_a_job_is_seen_done_within_a_tenth_of_its_duration_for_few_calls(
+    duration_s: float, linear_progress: bool
+) -> None:
+    calls, late_s = _checks_until_seen(duration_s, linear_progress=linear_progress)
+    assert late_s <= max(SCHEDULE.interval_s, SCHEDULE.age_share * duration_s) + 1e-9
+    # Calls grow with the logarithm of the duration until the cap makes them linear...
+    assert calls <= 50 + max(0.0, duration_s - 600) / SCHEDULE.max_interval_s
+    if duration_s >= 120:  # ...and are far fewer than a fixed interval's
+        assert calls <= 0.5 * duration_s / SCHEDULE.interval_s
+    if linear_progress and 120 <= duration_s <= 600:  # progress says when to come back
+        assert calls <= 15
+
+
+def test_a_submitted_job_is_first_checked_soon() -> None:
     submitted = JobSubmitted(
         event_id=uuid.uuid4(),
         request_id="r",
@@ -97,7 +136,7 @@ def test_a_submitted_job_is_first_checked_one_interval_later() -> None:
         request=RequestSnapshot(prompt="a fox"),
     )
     outcome = first_check(submitted, SCHEDULE, NOW)
-    assert (outcome.verdict, outcome.events, outcome.delay_s) == ("scheduled", (), 2)
+    assert (outcome.verdict, outcome.events, outcome.delay_s) == ("scheduled", (), 0.5)
     due = outcome.next_check
     assert due is not None
     assert due.event_id == derive_event_id("r", "PollDue", "task_1", 0)
@@ -107,6 +146,7 @@ def test_a_submitted_job_is_first_checked_one_interval_later() -> None:
         submitted.request,
         NOW,
     )
+    assert due.submitted_at == submitted.occurred_at
 
 
 Answer = ObservedJob | ProviderError | NotConfigured

@@ -21,6 +21,7 @@ def _deps(provider: FakeProvider) -> tuple[PollerDeps, MemoryPublisher]:
         providers={provider.name: provider},
         publisher=publisher,
         topics=Topics("t."),
+        first_s=0.5,
         interval_s=2,
         clock=lambda: NOW,
     ), publisher
@@ -62,7 +63,8 @@ async def test_progress_then_success() -> None:
     ]
     (done,) = publisher.of_type(JobSucceeded)
     assert done.generation_ids == ["gen_1"]  # type: ignore[attr-defined]
-    assert publisher.scheduled[0][0] == 2
+    # The first check comes soon after submission, the next ones the interval apart.
+    assert [s[0] for s in publisher.scheduled][:2] == [0.5, 2]
 
 
 async def test_transient_errors_are_retried_then_failure_is_reported() -> None:
@@ -80,7 +82,7 @@ async def test_transient_errors_are_retried_then_failure_is_reported() -> None:
         ]
     )
     publisher = await _drive(provider)
-    assert [s[0] for s in publisher.scheduled] == [2, 2, 9]
+    assert [s[0] for s in publisher.scheduled] == [0.5, 2, 9]
     (failed,) = publisher.of_type(JobFailed)
     assert failed.reason_code == "output_moderation"  # type: ignore[attr-defined]
 

@@ -39,10 +39,20 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """How often a job is checked, and how many provider errors in a row it survives."""
+    """When a job is checked (`poll_delay` says how), and how many provider errors in a row it
+    survives."""
 
+    #: The first check, this long after submission: a quick job or an early refusal is seen
+    #: at once, not one full interval later.
+    first_s: float = 1.0
+    #: The shortest wait between two later checks when the provider gives no hint.
     interval_s: float = 5.0
+    #: The longest wait between two checks (unless the provider itself asks for longer).
     max_interval_s: float = 60.0
+    #: Each wait is at least this share of the job's age, so a job is seen done within about
+    #: this share of its duration, and a long job costs few calls (their number grows with the
+    #: logarithm of its duration, not linearly).
+    age_share: float = 0.1
     #: Consecutive transient errors tolerated before the job is declared failed.
     max_transient_errors: int = 30
 
@@ -88,14 +98,33 @@ class PollOutcome:
     reason_code: str | None = None
 
 
-def poll_delay(attempt: int, schedule: PollSchedule) -> float:
-    """Seconds before check `attempt + 1`: the interval, stretched slowly for long jobs, capped."""
-    stretch = 1.15 ** max(0, attempt - 10)
-    return float(min(schedule.max_interval_s, schedule.interval_s * stretch))
+def poll_delay(
+    schedule: PollSchedule,
+    *,
+    age_s: float | None,
+    progress: int | None = None,
+    hint_s: float | None = None,
+) -> float:
+    """Seconds until the next check of a job `age_s` old (None: unknown) that reports
+    `progress` percent, when the provider asks for `hint_s` between checks.
+
+    The wait is the longest of: the base interval, `age_share` of the job's age, and half the
+    time the progress says is left (linear from submission); capped at `max_interval_s`. The
+    provider's hint is a floor, never overridden: polling faster than it asks only earns 429s.
+    So a job is seen done within about max(age_share x its duration, the hint), and the calls
+    per job stay few.
+    """
+    wait = schedule.interval_s
+    if age_s is not None and age_s > 0:
+        wait = max(wait, schedule.age_share * age_s)
+        if progress is not None and 0 < progress < 100:
+            wait = max(wait, 0.5 * age_s * (100 - progress) / progress)
+    wait = min(wait, schedule.max_interval_s)
+    return float(max(wait, hint_s or 0.0))
 
 
 def first_check(submitted: JobSubmitted, schedule: PollSchedule, now: datetime) -> PollOutcome:
-    """A submitted job's first status check, one interval from now."""
+    """A submitted job's first status check, `first_s` from now."""
     due = PollDue(
         event_id=derive_event_id(submitted.request_id, "PollDue", submitted.provider_job_id, 0),
         occurred_at=now,
@@ -106,8 +135,9 @@ def first_check(submitted: JobSubmitted, schedule: PollSchedule, now: datetime) 
         endpoint_host=submitted.endpoint_host,
         last_status=submitted.status,
         request=submitted.request,
+        submitted_at=submitted.occurred_at,
     )
-    return PollOutcome("scheduled", next_check=due, delay_s=schedule.interval_s)
+    return PollOutcome("scheduled", next_check=due, delay_s=schedule.first_s)
 
 
 def decide_check(
@@ -162,7 +192,9 @@ def decide_check(
             last_progress=seen.progress,
             transient_errors=0,
         ),
-        delay_s=seen.poll_after_s if seen.poll_after_s else poll_delay(due.attempt, schedule),
+        delay_s=poll_delay(
+            schedule, age_s=_age_s(due, now), progress=seen.progress, hint_s=seen.poll_after_s
+        ),
     )
 
 
@@ -175,13 +207,23 @@ def _after_error(
     errors = due.transient_errors + 1
     if errors >= schedule.max_transient_errors:
         return _failed(due, error.code, f"gave up after {errors} consecutive errors: {error}", now)
-    delay = poll_delay(due.attempt, schedule) if error.retry_after is None else error.retry_after
+    delay = (
+        poll_delay(schedule, age_s=_age_s(due, now))
+        if error.retry_after is None
+        else error.retry_after
+    )
     return PollOutcome(
         "transient_error",
         next_check=_next(due, now, transient_errors=errors),
         delay_s=delay,
         reason_code=error.code,
     )
+
+
+def _age_s(due: PollDue, now: datetime) -> float | None:
+    if due.submitted_at is None:
+        return None
+    return (now - due.submitted_at).total_seconds()
 
 
 def _next(due: PollDue, now: datetime, **changes: object) -> PollDue:
