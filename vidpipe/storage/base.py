@@ -15,6 +15,7 @@ request id, a provider's generation id) into a segment that obeys these rules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -118,22 +119,45 @@ def key_segment(text: str, *, max_chars: int = MAX_SEGMENT_CHARS) -> str:
 
 
 class _BatchedWriter:
-    """Buffers small chunks and writes them to `file` off the event loop in ~1 MiB batches."""
+    """Hashes and writes the checked chunks off the event loop, in ~1 MiB batches.
 
-    def __init__(self, file: IO[bytes]) -> None:
+    One batch is written (and hashed: hashlib lets go of the GIL) by a worker thread while the
+    next one arrives, so the download never waits for the disk, and memory holds at most two
+    batches whatever the video size."""
+
+    def __init__(self, file: IO[bytes], validator: Mp4StreamValidator) -> None:
         self._file = file
-        self._pending = bytearray()
+        self._validator = validator
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._writing: asyncio.Future[None] | None = None
 
     async def write(self, chunk: bytes) -> None:
-        self._pending += chunk
-        if len(self._pending) >= WRITE_BATCH:
-            await self.flush()
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        if self._pending_bytes >= WRITE_BATCH:
+            await self._hand_over()
+
+    async def _hand_over(self) -> None:
+        await self.wait()
+        if self._pending:
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
+
+    def _write(self, batch: list[bytes]) -> None:
+        for chunk in batch:
+            self._validator.hash_more(chunk)
+        self._file.writelines(batch)
+
+    async def wait(self) -> None:
+        """Until the batch being written is on its way to the file (its error raised here)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
 
     async def flush(self) -> None:
-        if self._pending:
-            data = bytes(self._pending)
-            self._pending.clear()
-            await asyncio.to_thread(self._file.write, data)
+        await self._hand_over()
+        await self.wait()
 
 
 async def validated_copy(
@@ -149,10 +173,14 @@ async def validated_copy(
     caller then discards `file`.
     """
     validator = Mp4StreamValidator(max_bytes=max_bytes, expected_length=expected_length)
-    writer = _BatchedWriter(file)
-    async for chunk in chunks:
-        validator.feed(chunk)  # raises before a bad or oversized chunk is written
-        await writer.write(chunk)
-    result = validator.finish()
-    await writer.flush()
-    return result
+    writer = _BatchedWriter(file, validator)
+    try:
+        async for chunk in chunks:
+            validator.feed(chunk, hashed=False)  # raises before a bad chunk is written
+            await writer.write(chunk)
+        await writer.flush()
+    finally:
+        # Never leave a thread writing into a file the caller is about to discard.
+        with contextlib.suppress(Exception):
+            await writer.wait()
+    return validator.finish()

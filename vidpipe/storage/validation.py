@@ -238,7 +238,11 @@ class Mp4StreamValidator:
     def major_brand(self) -> str | None:
         return self._major_brand
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes, *, hashed: bool = True) -> None:
+        """Check the next `chunk` of the stream (raises `InvalidVideo` at the first bad byte).
+
+        With `hashed=False` the caller hashes the bytes itself, in order, with `hash_more`
+        (a writer thread does, beside its writes, off the event loop)."""
         if self._finished:
             raise RuntimeError("feed() after finish()")
         if not chunk:
@@ -257,7 +261,12 @@ class Mp4StreamValidator:
                 self._check_header(bytes(self._head))
         if self._major_brand is not None:
             self._boxes.feed(chunk, self._size - len(chunk))
-        self._sha.update(chunk)
+        if hashed:
+            self._sha.update(chunk)
+
+    def hash_more(self, data: bytes) -> None:
+        """Add bytes already checked by `feed(..., hashed=False)` to the digest, in order."""
+        self._sha.update(data)
 
     def _check_header(self, head: bytes) -> None:
         (box_size,) = struct.unpack(">I", head[:4])
