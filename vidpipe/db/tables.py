@@ -189,7 +189,12 @@ async def open_engine(
     url: str, *, create: bool = True, base_dir: Path | None = None
 ) -> AsyncEngine:
     """An engine for `url`, with every table created when `create` is set."""
-    engine = create_async_engine(normalise_database_url(url, base_dir=base_dir), pool_pre_ping=True)
+    database_url = normalise_database_url(url, base_dir=base_dir)
+    # A server connection may have been dropped while it sat in the pool: ping it before use.
+    # A SQLite file has no connection to lose, and the ping would cost a statement per
+    # transaction.
+    pre_ping = not database_url.startswith("sqlite")
+    engine = create_async_engine(database_url, pool_pre_ping=pre_ping)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     if create:
