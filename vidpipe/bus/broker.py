@@ -117,6 +117,9 @@ def make_broker(
         bootstrap_servers,
         client_id=f"vidpipe-{stage}",
         logger=logging.getLogger(f"vidpipe.{stage}.broker"),
+        # FastStream's "Received"/"Processed" line per message: DEBUG, so that at INFO a stage
+        # logs what it did (one line per outcome), not two more lines per message it read.
+        log_level=logging.DEBUG,
         middlewares=middlewares,
         parser=parse_leniently,
         decoder=decode_or_poison,
