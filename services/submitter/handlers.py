@@ -117,14 +117,16 @@ async def handle_generation_requested(req: GenerationRequested, deps: SubmitterD
         await _fail(deps, req, provider_name, unknown_provider(provider_name, deps.providers))
         return
 
-    if not await deps.ledger.try_acquire(req.request_id, provider_name, deps.quota(provider_name)):
+    claim = await deps.ledger.acquire(
+        req.request_id, provider_name, deps.quota(provider_name), known=known
+    )
+    if claim is None:
         wait = quota_full(deps.quota_wait_s)
         logger.info("quota_full_waiting", provider=provider_name, wait_s=wait.delay_s)
         await _wait(deps, req, wait)
         return
 
-    claim = await deps.ledger.get(req.request_id)
-    step = next_step(claim.intent_at if claim is not None else None)
+    step = next_step(claim.intent_at)
     if isinstance(step, Reconcile):
         # An earlier create's outcome is unknown (lost answer, crash before the ledger write):
         # the provider may already run our job. Look before paying again.

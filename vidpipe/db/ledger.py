@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import utcnow
 from vidpipe.db.tables import insert_ignore, provider_slots, submissions
@@ -69,11 +70,18 @@ class Ledger:
         """Note that a create is about to be sent (the first time counts); returns that time."""
         now = self.clock()
         async with self.engine.begin() as conn:
-            await conn.execute(
-                update(submissions)
-                .where(submissions.c.request_id == request_id, submissions.c.intent_at.is_(None))
-                .values(intent_at=now, updated_at=now)
-            )
+            noted = (
+                await conn.execute(
+                    update(submissions)
+                    .where(
+                        submissions.c.request_id == request_id, submissions.c.intent_at.is_(None)
+                    )
+                    .values(intent_at=now, updated_at=now)
+                    .returning(submissions.c.intent_at)
+                )
+            ).first()
+        if noted is not None:
+            return now
         known = await self.get(request_id)
         return known.intent_at if known is not None and known.intent_at is not None else now
 
@@ -93,23 +101,27 @@ class Ledger:
 
     async def try_acquire(self, request_id: str, provider: str, limit: int) -> bool:
         """Take one of `provider`'s `limit` slots for `request_id` (True if it already has one)."""
-        existing = await self.get(request_id)
+        return await self.acquire(request_id, provider, limit) is not None
+
+    async def acquire(
+        self,
+        request_id: str,
+        provider: str,
+        limit: int,
+        *,
+        known: Submission | Literal["unread"] | None = "unread",
+    ) -> Submission | None:
+        """The request's claim on one of `provider`'s `limit` slots: the one it holds already,
+        or a new one; None when every slot is taken. `known` is the request's row when the
+        caller has just read it (None: it has none), which saves reading it again."""
+        existing = await self.get(request_id) if known == "unread" else known
         if existing is not None:
-            return existing.state in ("submitting", "in_flight")
+            return existing if existing.state in ("submitting", "in_flight") else None
         now = self.clock()
         try:
             async with self.engine.begin() as conn:
-                # The provider's counter row, created at its first claim.
-                await insert_ignore(
-                    conn, provider_slots, {"provider": provider, "in_use": 0}, "provider"
-                )
-                taken = await conn.execute(
-                    update(provider_slots)
-                    .where(provider_slots.c.provider == provider, provider_slots.c.in_use < limit)
-                    .values(in_use=provider_slots.c.in_use + 1)
-                )
-                if taken.rowcount != 1:
-                    return False
+                if not await _take_slot(conn, provider, limit):
+                    return None
                 await conn.execute(
                     submissions.insert().values(
                         request_id=request_id,
@@ -119,12 +131,14 @@ class Ledger:
                         updated_at=now,
                     )
                 )
-            return True
+            return Submission(request_id, provider, "submitting", None, None, None, None)
         except IntegrityError:
             # Another replica claimed this request at the same moment; the transaction rolled back
             # our slot, and the claim that won is what counts.
             again = await self.get(request_id)
-            return again is not None and again.state in ("submitting", "in_flight")
+            return (
+                again if again is not None and again.state in ("submitting", "in_flight") else None
+            )
 
     async def mark_in_flight(
         self, request_id: str, *, provider_job_id: str, endpoint_host: str, model: str | None
@@ -183,6 +197,20 @@ class Ledger:
                 )
             ).first()
         return int(row[0]) if row else 0
+
+
+async def _take_slot(conn: AsyncConnection, provider: str, limit: int) -> bool:
+    """One more of `provider`'s slots in use, unless `limit` are; its counter row is made at
+    its first claim."""
+    take = (
+        update(provider_slots)
+        .where(provider_slots.c.provider == provider, provider_slots.c.in_use < limit)
+        .values(in_use=provider_slots.c.in_use + 1)
+    )
+    if (await conn.execute(take)).rowcount == 1:
+        return True
+    await insert_ignore(conn, provider_slots, {"provider": provider, "in_use": 0}, "provider")
+    return bool((await conn.execute(take)).rowcount == 1)
 
 
 def _aware(value: datetime | None) -> datetime | None:
