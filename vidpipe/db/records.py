@@ -6,7 +6,6 @@ writes the changes the pure projection (`vidpipe.policy.projection`) says the ev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,16 +90,16 @@ class Records:
             first_seen.setdefault(str(event.event_id), index)
         async with self.engine.begin() as conn:
             insert = _insert_for(conn)
+            # executemany (SQLAlchemy's "insertmanyvalues"): one cached statement, sent in
+            # as few round trips as the driver allows, whatever the batch size.
             logged = await conn.execute(
                 insert(events)
-                .values(
-                    [
-                        _event_row(batch[index][0], batch[index][1], now)
-                        for index in first_seen.values()
-                    ]
-                )
                 .on_conflict_do_nothing(index_elements=["event_id"])
-                .returning(events.c.event_id)
+                .returning(events.c.event_id),
+                [
+                    _event_row(batch[index][0], batch[index][1], now)
+                    for index in first_seen.values()
+                ],
             )
             new_ids = {row[0] for row in logged}
             fresh = [
@@ -165,13 +164,16 @@ def _event_row(event: Event, topic: str, now: datetime) -> dict[str, Any]:
         "topic": topic,
         "occurred_at": event.occurred_at,
         "recorded_at": now,
-        "payload": json.loads(event.model_dump_json()),
+        "payload": event.model_dump(mode="json"),
     }
 
 
-#: The columns an event may change: every one but the keys and the creation time.
-_MUTABLE_COLUMNS = tuple(
-    c.name for c in projects.columns if c.name not in ("id", "request_id", "created_at")
+#: The columns an event may change (every one but the keys and the creation time), each with
+#: the name of its parameter in the batch's UPDATE.
+_MUTABLE_PARAMS = tuple(
+    (c.name, f"new_{c.name}")
+    for c in projects.columns
+    if c.name not in ("id", "request_id", "created_at")
 )
 
 
@@ -197,14 +199,12 @@ async def _project_all(conn: AsyncConnection, applied: list[Event], now: datetim
     request_ids = sorted({event.request_id for event in applied})
     created = await conn.execute(
         _insert_for(conn)(projects)
-        .values(
-            [
-                {"request_id": rid, "status": "requested", "created_at": now, "updated_at": now}
-                for rid in request_ids
-            ]
-        )
         .on_conflict_do_nothing(index_elements=["request_id"])
-        .returning(projects.c.request_id)
+        .returning(projects.c.request_id),
+        [
+            {"request_id": rid, "status": "requested", "created_at": now, "updated_at": now}
+            for rid in request_ids
+        ],
     )
     # A row made just now for a later event of the batch does not exist yet for the events
     # before it (a parent's row made by its own request, recorded after its child's event).
@@ -235,11 +235,11 @@ async def _project_all(conn: AsyncConnection, applied: list[Event], now: datetim
         await conn.execute(
             update(projects)
             .where(projects.c.request_id == bindparam("key_request_id"))
-            .values({name: bindparam(f"new_{name}") for name in _MUTABLE_COLUMNS}),
+            .values({name: bindparam(param) for name, param in _MUTABLE_PARAMS}),
             [
                 {
                     "key_request_id": rid,
-                    **{f"new_{name}": rows[rid][name] for name in _MUTABLE_COLUMNS},
+                    **{param: rows[rid][name] for name, param in _MUTABLE_PARAMS},
                 }
                 for rid in sorted(changed)
             ],
