@@ -16,6 +16,10 @@ __all__ = ["create_stage"]
 
 #: How long the consumer waits for a first record when none is there (then again as long).
 BATCH_WAIT_MS = 50
+#: The broker holds a fetch until this much is there or `LINGER_MS` has passed: while events
+#: trickle in, batches still fill (one transaction for many), at most `LINGER_MS` later.
+FETCH_MIN_BYTES = 64 * 1024
+LINGER_MS = 100
 
 
 async def _records_as_they_are(msg: Any, _original: Any) -> None:
@@ -41,6 +45,8 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
         batch=True,
         max_records=settings.records_batch_max,
         batch_timeout_ms=BATCH_WAIT_MS,
+        fetch_min_bytes=FETCH_MIN_BYTES,
+        fetch_max_wait_ms=LINGER_MS,
         decoder=_records_as_they_are,
     )
     async def on_events(_body: Any, message: KafkaMessage, deps: Deps[RecorderDeps]) -> None:
