@@ -159,26 +159,22 @@ class Ledger:
     async def release(self, request_id: str) -> bool:
         """Mark the request done and free its slot; False if it was already released."""
         async with self.engine.begin() as conn:
-            row = (
+            done = (
                 await conn.execute(
-                    select(submissions.c.provider).where(submissions.c.request_id == request_id)
+                    update(submissions)
+                    .where(
+                        submissions.c.request_id == request_id,
+                        submissions.c.state.in_(("submitting", "in_flight")),
+                    )
+                    .values(state="done", updated_at=self.clock())
+                    .returning(submissions.c.provider)
                 )
             ).first()
-            if row is None:
-                return False
-            done = await conn.execute(
-                update(submissions)
-                .where(
-                    submissions.c.request_id == request_id,
-                    submissions.c.state.in_(("submitting", "in_flight")),
-                )
-                .values(state="done", updated_at=self.clock())
-            )
-            if done.rowcount != 1:
+            if done is None:
                 return False
             await conn.execute(
                 update(provider_slots)
-                .where(provider_slots.c.provider == row[0], provider_slots.c.in_use > 0)
+                .where(provider_slots.c.provider == done[0], provider_slots.c.in_use > 0)
                 .values(in_use=provider_slots.c.in_use - 1)
             )
             return True
