@@ -41,6 +41,10 @@ class Settings(BaseSettings):
 
     # Records: SQLite by default; any postgresql:// URL (Supabase's included) works too.
     database_url: str = "sqlite:///.vidpipe/vidpipe.db"
+    # Consumers per subscriber in one stage process, each its own member of the stage's group
+    # with its own partitions, handled side by side: a stage that mostly waits on round trips
+    # (provider calls, produce acks, commits) carries more per process. 1: one, in order.
+    consumer_workers: int = Field(default=1, ge=1, le=64)
     # The recorder (and `replay records`) writes up to this many events per transaction; a
     # batch is what the consumer already holds, so a quiet stream is never held back for it.
     records_batch_max: int = Field(default=500, ge=1, le=10_000)

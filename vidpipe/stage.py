@@ -215,7 +215,8 @@ class Stage:
         return factory
 
     def subscriber(self, *topics: str, **options: Any) -> Callable[[HandlerT], HandlerT]:
-        """A subscriber in this stage's consumer group, committing only after the work is done.
+        """A subscriber in this stage's consumer group, committing only after the work is done;
+        `consumer_workers` consumers of it when it reads one topic one message at a time.
 
         Named `<stage>:<handler>` in the AsyncAPI document, so stages reading one topic stay
         apart there.
@@ -223,6 +224,12 @@ class Stage:
         options.setdefault("group_id", self.settings.group_id(self.name))
         options.setdefault("ack_policy", AckPolicy.NACK_ON_ERROR)
         options.setdefault("auto_offset_reset", "earliest")
+        workers = self.settings.consumer_workers
+        if workers > 1 and len(topics) == 1 and not options.get("batch"):
+            # FastStream's partition-parallel subscriber: one consumer per worker, each in the
+            # group with its own partitions, committing after its own work (order per
+            # partition kept, offsets only after the work, as with one consumer).
+            options.setdefault("max_workers", workers)
 
         def register(handler: HandlerT) -> HandlerT:
             title = options.get("title") or f"{self.name}:{handler.__name__}"
