@@ -31,7 +31,7 @@ chaos: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy vidpipe schemas services tests
+	$(BIN)/mypy vidpipe schemas services tests bench
 	$(BIN)/lint-imports
 
 fmt: $(STAMP)

@@ -32,6 +32,7 @@ import time
 import tracemalloc
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,6 +87,9 @@ class _SyntheticProvider:
 
     async def create_job(self, spec: VideoSpec, *, idempotency_key: str) -> ProviderJob:
         raise NotImplementedError
+
+    async def list_jobs(self, since: datetime) -> list[ProviderJob]:
+        raise NotImplementedError("the benchmark only downloads")
 
     async def get_job(self, job_id: str) -> ProviderJob:
         raise NotImplementedError

@@ -17,15 +17,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import BenchResult, download_memory, emulator_capacity, recorder_throughput
+from bench import (
+    BenchResult,
+    download_memory,
+    download_vs_curl,
+    emulator_capacity,
+    pipeline_latency,
+    pipeline_throughput,
+    poller_inflight,
+    recorder_throughput,
+    stage_alone,
+)
 
 __all__ = ["BENCHMARKS", "machine_info", "main"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCHMARKS: dict[str, Callable[[bool], BenchResult]] = {
     "download_memory": download_memory.run,
+    "download_vs_curl": download_vs_curl.run,
     "emulator_capacity": emulator_capacity.run,
+    "pipeline_latency": pipeline_latency.run,
+    "pipeline_throughput": pipeline_throughput.run,
+    "poller_inflight": poller_inflight.run,
     "recorder_throughput": recorder_throughput.run,
+    "stage_alone": stage_alone.run,
 }
 
 
