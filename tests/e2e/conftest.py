@@ -25,6 +25,17 @@ def emulator() -> Iterator[EmulatorThread]:
 
 
 @pytest.fixture
+def roomy_emulator(emulator: EmulatorThread) -> Iterator[EmulatorThread]:
+    """The session's emulator without its per-key job quota, for tests with many jobs at once."""
+    previous = emulator.state.config.max_concurrent_jobs
+    emulator.update_config(max_concurrent_jobs=None)
+    try:
+        yield emulator
+    finally:
+        emulator.update_config(max_concurrent_jobs=previous)
+
+
+@pytest.fixture
 async def make_pipeline(
     kafka_bootstrap: str,
     test_database_url: str,

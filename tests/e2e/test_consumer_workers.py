@@ -6,25 +6,11 @@ checks jobs on several partitions side by side; the pipeline's results are the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.e2e.conftest import MakePipeline
 from tests.e2e.harness import make_request
 from vidpipe.dev.emulator.server import EmulatorThread
 
 JOBS = 12
-
-
-@pytest.fixture
-def roomy_emulator(emulator: EmulatorThread) -> Iterator[EmulatorThread]:
-    previous = emulator.state.config.max_concurrent_jobs
-    emulator.update_config(max_concurrent_jobs=None)
-    try:
-        yield emulator
-    finally:
-        emulator.update_config(max_concurrent_jobs=previous)
 
 
 async def test_one_poller_process_with_three_workers_shares_its_partitions(

@@ -4,27 +4,13 @@ each is killed mid-flight the survivors take its partitions over; no job is lost
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.conftest import MakePipeline
 from tests.e2e.harness import make_request
 from vidpipe.dev.emulator.server import EmulatorThread
 
 JOBS = 12
-
-
-@pytest.fixture
-def roomy_emulator(emulator: EmulatorThread) -> Iterator[EmulatorThread]:
-    # Many jobs at once: lift the emulator's per-key quota for this test only.
-    previous = emulator.state.config.max_concurrent_jobs
-    emulator.update_config(max_concurrent_jobs=None)
-    try:
-        yield emulator
-    finally:
-        emulator.update_config(max_concurrent_jobs=previous)
 
 
 def _count_videos(storage_url: str) -> int:
