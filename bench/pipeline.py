@@ -44,7 +44,7 @@ from services.registry import CORE_STAGES
 from vidpipe.bus.upstream import new_request
 from vidpipe.dev.kafka import LocalKafka
 from vidpipe.dev.stack import DevStack
-from vidpipe.ops.offsets import committed_offsets, end_offsets
+from vidpipe.ops.offsets import committed_offsets, end_offsets, wait_until_stable
 from vidpipe.settings import Settings
 
 __all__ = [
@@ -519,28 +519,14 @@ async def wait_stored(
 async def wait_group_members(stack: BenchStack, stage: str, members: int, timeout_s: float) -> None:
     """Wait until `stage`'s consumer group is Stable with `members` consumers (a replica that
     has not joined yet would otherwise join mid-run and stall the group in a rebalance)."""
-    group = stack.settings.group_id(stage)
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.broker.bootstrap_servers)
-    await admin.start()
-    state, count = "unknown", 0
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                responses = await admin.describe_consumer_groups([group])
-            except KafkaError:  # no coordinator yet: the group is still being created
-                responses = []
-            for response in responses:
-                for described in response.to_object()["groups"]:
-                    if described["group"] == group:
-                        state, count = described["state"], len(described["members"])
-            if state == "Stable" and count >= members:
-                return
-            stack.check_alive()
-            await asyncio.sleep(0.25)
-    finally:
-        await admin.close()
-    raise TimeoutError(f"group {group} is {state} with {count} members, wanted {members}")
+    await wait_until_stable(
+        stack.broker.bootstrap_servers,
+        stack.settings.group_id(stage),
+        members,
+        timeout_s=timeout_s,
+        check=stack.check_alive,
+        poll_s=0.25,
+    )
 
 
 async def warm_up(stack: BenchStack, count: int = 5, timeout_s: float = 120.0) -> None:

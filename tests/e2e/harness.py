@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 from sqlalchemy import func, select
 
 from schemas.events import GenerationRequested
@@ -21,7 +19,7 @@ from vidpipe.cli.processes import ManagedProcess
 from vidpipe.db.records import ProjectView, Records
 from vidpipe.db.tables import events, open_engine
 from vidpipe.dev.stack import DevStack
-from vidpipe.ops.offsets import committed_offsets
+from vidpipe.ops.offsets import committed_offsets, wait_until_stable
 from vidpipe.policy.projection import TERMINAL_STATUSES
 from vidpipe.settings import Settings
 
@@ -120,27 +118,12 @@ class Pipeline:
     async def wait_for_group(self, stage: str, members: int, timeout_s: float = 60.0) -> None:
         """Wait until `stage`'s consumer group is Stable with `members` consumers in it."""
         group = self.settings.group_id(stage)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-        await admin.start()
-        state, count = "unknown", 0
         try:
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                try:
-                    responses = await admin.describe_consumer_groups([group])
-                except KafkaError:  # no coordinator yet: the group is still being created
-                    responses = []
-                for response in responses:
-                    for described in response.to_object()["groups"]:
-                        if described["group"] == group:
-                            state, count = described["state"], len(described["members"])
-                if state == "Stable" and count >= members:
-                    return
-                self._check_alive()
-                await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
-        raise AssertionError(f"group {group} is {state} with {count} members, wanted {members}")
+            await wait_until_stable(
+                self.bootstrap_servers, group, members, timeout_s=timeout_s, check=self._check_alive
+            )
+        except TimeoutError as exc:
+            raise AssertionError(str(exc)) from None
 
     async def read_topic(
         self, topic: str, want: int, timeout_s: float = 30.0

@@ -32,6 +32,7 @@ __all__ = [
     "end_offsets",
     "reset_offsets",
     "resolve_group",
+    "wait_until_stable",
 ]
 
 T = TypeVar("T")
@@ -113,6 +114,39 @@ async def _describe_group(admin: Any, group: str) -> tuple[str, list[str]]:
             members = [f"{m['client_id']}@{m['client_host']}" for m in described["members"]]
             return str(described["state"]), members
     return "Dead", []
+
+
+async def wait_until_stable(
+    bootstrap_servers: str,
+    group: str,
+    members: int,
+    *,
+    timeout_s: float,
+    check: Callable[[], None] | None = None,
+    poll_s: float = 0.2,
+) -> None:
+    """Wait until `group` is Stable with at least `members` consumers in it (a member that has
+    not joined yet would join later and stall the group in a rebalance). `check` runs between
+    looks (e.g. to fail at once when a process died); TimeoutError names what was seen last."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    state, count = "unknown", 0
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                state, live = await _describe_group(admin, group)
+                count = len(live)
+            except (KafkaError, OpsError):  # no coordinator yet: the group is being created
+                state, count = "unknown", 0
+            if state == "Stable" and count >= members:
+                return
+            if check is not None:
+                check()
+            await asyncio.sleep(poll_s)
+    finally:
+        await admin.close()
+    raise TimeoutError(f"group {group} is {state} with {count} members, wanted {members}")
 
 
 async def reset_offsets(
