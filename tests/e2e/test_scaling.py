@@ -43,6 +43,9 @@ async def test_pollers_and_fetchers_rebalance_after_a_kill(
     # poller): wait until every replica has joined, so the partitions are shared from the start.
     await pipeline.wait_for_group("poller", members=6)
     await pipeline.wait_for_group("fetcher", members=2)
+    # And the pollers' timer relays: a relay group still rebalancing holds every first check
+    # (up to its 10 s session timeout), and the jobs would finish before anyone looked.
+    await pipeline.wait_for_group("poller.timers", members=3)
     before = dict(roomy_emulator.state.stats)
     prefix = pipeline.settings.topic_prefix
     requests = [
