@@ -7,9 +7,12 @@ fails when the checked-in file drifts from the apps. Topic names use the default
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from faststream.specification import AsyncAPI
+from pydantic import BaseModel
 
 from services.registry import STAGES, create_stage
 from vidpipe import __version__
@@ -30,7 +33,8 @@ def render_asyncapi() -> str:
         failover_when="after_retry",
         webhook_secret=None,
     )
-    brokers = [create_stage(name, settings).broker for name in STAGES]
+    stages = [create_stage(name, settings) for name in STAGES]
+    brokers = [stage.broker for stage in stages]
     spec = AsyncAPI(
         *brokers,
         title="vidpipe",
@@ -43,7 +47,35 @@ def render_asyncapi() -> str:
         schema_version="3.0.0",
     )
     document = json.loads(spec.to_specification().to_json())
+    for stage in stages:
+        for subscriber, models in stage.batch_models.items():
+            _name_batch_payloads(document, subscriber, models)
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def _name_batch_payloads(
+    document: dict[str, Any], subscriber: str, models: Mapping[str, type[BaseModel]]
+) -> None:
+    """A batch subscriber's handler takes the raw records (it reads each one itself), so
+    FastStream documents an empty payload; name the event type each of its topics carries."""
+    messages: dict[str, Any] = document["components"]["messages"]
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    for title, message in messages.items():
+        if not title.startswith(f"{subscriber}:"):
+            continue
+        topic = title.removeprefix(f"{subscriber}:").removesuffix(":SubscribeMessage")
+        model = models.get(topic) or (next(iter(models.values())) if len(models) == 1 else None)
+        if model is None:
+            continue
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas.setdefault(model.__name__, schema)
+        message["payload"] = {"$ref": f"#/components/schemas/{model.__name__}"}
+    if not any(
+        m["payload"] == {"$ref": "#/components/schemas/EmptyPayload"} for m in messages.values()
+    ):
+        schemas.pop("EmptyPayload", None)
 
 
 if __name__ == "__main__":

@@ -41,10 +41,16 @@ class Settings(BaseSettings):
 
     # Records: SQLite by default; any postgresql:// URL (Supabase's included) works too.
     database_url: str = "sqlite:///.vidpipe/vidpipe.db"
-    # Consumers per subscriber in one stage process, each its own member of the stage's group
-    # with its own partitions, handled side by side: a stage that mostly waits on round trips
-    # (provider calls, produce acks, commits) carries more per process. 1: one, in order.
+    # Consumers per per-message subscriber (the fallbacks) in one stage process, each its own
+    # member of the stage's group with its own partitions, handled side by side: a stage that
+    # mostly waits on round trips carries more per process. 1: one, in order.
     consumer_workers: int = Field(default=1, ge=1, le=64)
+    # The submitter, poller and fetcher take what their consumer fetched (up to
+    # consumer_batch_max records) and handle up to handler_concurrency of its requests side by
+    # side (one request's messages in order), committing once the batch is done
+    # (vidpipe.bus.batches). handler_concurrency 1: one message at a time, as consumer_workers.
+    handler_concurrency: int = Field(default=16, ge=1, le=256)
+    consumer_batch_max: int = Field(default=64, ge=1, le=10_000)
     # The recorder (and `replay records`) writes up to this many events per transaction; a
     # batch is what the consumer already holds, so a quiet stream is never held back for it.
     records_batch_max: int = Field(default=500, ge=1, le=10_000)

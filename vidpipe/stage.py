@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 import structlog
 from faststream import Context, FastStream
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from faststream.middlewares import AckPolicy
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -40,6 +41,7 @@ from schemas.events import Event
 from vidpipe.bus import KafkaPublisher, RedeliveryBackoff, TimerRelay, make_broker
 from vidpipe.bus.address import broker_address
 from vidpipe.bus.admin import ensure_all_topics
+from vidpipe.bus.batches import handle_keyed_batch
 from vidpipe.bus.broker import BROKER_UNREACHABLE, until_broker_answers
 from vidpipe.bus.deadletter import FailureHandling
 from vidpipe.bus.health import HealthServer, StageHealth
@@ -71,8 +73,18 @@ Deps = Annotated[T, Context(DEPS)]
 
 Close = Callable[[], Awaitable[None]]
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Awaitable[None]])
+EventHandlerT = TypeVar("EventHandlerT", bound=Callable[[Any, Any], Awaitable[None]])
 DepsT = TypeVar("DepsT")
 DepsFactory = Callable[["Resources"], Awaitable[DepsT]]
+
+
+#: How long a keyed-batch consumer waits for a first record when none is there (then again).
+KEYED_BATCH_WAIT_MS = 50
+
+
+async def _records_as_they_are(msg: Any, _original: Any) -> None:
+    # A keyed batch's handler reads each record itself: one unreadable record never fails it.
+    return None
 
 
 class _Closable(Protocol):
@@ -198,6 +210,9 @@ class Stage:
         #: The failure model every subscriber follows (a batch handler dead-letters through it).
         self.failures: FailureHandling = patient.failures
         self.relay: TimerRelay | None = None
+        #: The event type of each topic a `keyed_batches` subscriber reads, by its title (the
+        #: AsyncAPI document is told, since a batch subscriber's handler takes raw records).
+        self.batch_models: dict[str, dict[str, type[BaseModel]]] = {}
         self._deps_factory: DepsFactory[Any] | None = None
         self._resources: Resources | None = None
         self.app = FastStream(self.broker, lifespan=self.lifespan, on_startup=[self._ensure_topics])
@@ -234,6 +249,46 @@ class Stage:
         def register(handler: HandlerT) -> HandlerT:
             title = options.get("title") or f"{self.name}:{handler.__name__}"
             self.broker.subscriber(*topics, **{**options, "title": title})(handler)
+            return handler
+
+        return register
+
+    def keyed_batches(
+        self, models: Mapping[str, type[BaseModel]], **options: Any
+    ) -> Callable[[EventHandlerT], EventHandlerT]:
+        """A subscriber of `models`' topics (each topic's event type) for a handler of one event,
+        `handler(event, deps)`, fed a consumer batch at a time: the batch's requests handled
+        side by side, each request's messages in order, offsets committed after the whole batch
+        (`vidpipe.bus.batches`). `consumer_workers` does not apply: the batch is the parallelism.
+        """
+        concurrency = self.settings.handler_concurrency
+
+        def register(handler: EventHandlerT) -> EventHandlerT:
+            self.batch_models[f"{self.name}:{handler.__name__}"] = dict(models)
+
+            async def on_batch(_body: Any, message: KafkaMessage, deps: Deps[Any]) -> None:
+                async def handle(event: Any) -> None:
+                    await handler(event, deps)
+
+                await handle_keyed_batch(
+                    message.raw_message,
+                    models=models,
+                    handle=handle,
+                    failures=self.failures,
+                    concurrency=concurrency,
+                )
+
+            on_batch.__name__ = handler.__name__
+            self.subscriber(
+                *models,
+                **{
+                    "batch": True,
+                    "max_records": self.settings.consumer_batch_max,
+                    "batch_timeout_ms": KEYED_BATCH_WAIT_MS,
+                    "decoder": _records_as_they_are,
+                    **options,
+                },
+            )(on_batch)
             return handler
 
         return register

@@ -32,8 +32,13 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             ),
         )
 
-    # A large download may take minutes: give the handler room before the group evicts it.
-    @stage.subscriber(stage.topics.job_succeeded, max_poll_interval_ms=30 * 60 * 1000)
+    # Consumer batches, their downloads side by side (vidpipe.bus.batches): one round of them
+    # per batch, and, since a large download may take minutes, room before the group evicts it.
+    @stage.keyed_batches(
+        {stage.topics.job_succeeded: JobSucceeded},
+        max_records=settings.handler_concurrency,
+        max_poll_interval_ms=30 * 60 * 1000,
+    )
     async def on_succeeded(event: JobSucceeded, deps: Deps[FetcherDeps]) -> None:
         await handle_job_succeeded(event, deps)
 

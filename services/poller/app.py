@@ -32,11 +32,12 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             age_share=settings.poll_age_share,
         )
 
-    @stage.subscriber(topics.job_submitted)
+    # Consumer batches, their jobs checked side by side (vidpipe.bus.batches).
+    @stage.keyed_batches({topics.job_submitted: JobSubmitted})
     async def on_submitted(event: JobSubmitted, deps: Deps[PollerDeps]) -> None:
         await handle_job_submitted(event, deps)
 
-    @stage.subscriber(topics.due("poller"))
+    @stage.keyed_batches({topics.due("poller"): PollDue})
     async def on_due(event: PollDue, deps: Deps[PollerDeps]) -> None:
         await handle_poll_due(event, deps)
 

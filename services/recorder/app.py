@@ -52,4 +52,6 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
     async def on_events(_body: Any, message: KafkaMessage, deps: Deps[RecorderDeps]) -> None:
         await handle_batch(message.raw_message, deps)
 
+    stage.batch_models["recorder:on_events"] = dict(model_for_topic)
+
     return stage

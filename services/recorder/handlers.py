@@ -17,7 +17,6 @@ database refuses for its own reasons is tried alone, then dead-lettered after it
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +24,9 @@ from typing import Any
 import structlog
 
 from schemas.events import Event
-from vidpipe.bus.deadletter import (
-    Failure,
-    FailureHandling,
-    classify,
-    describe_poison,
-    json_is_utf8,
-)
+from vidpipe.bus.batches import read_record
+from vidpipe.bus.deadletter import Failure, FailureHandling, classify, describe_poison
 from vidpipe.db.records import Records
-from vidpipe.errors import PoisonMessage
 
 __all__ = ["RecorderDeps", "handle_batch", "handle_event", "read_event"]
 
@@ -50,20 +43,9 @@ class RecorderDeps:
 
 
 def read_event(record: Any, model_for_topic: Mapping[str, type[Event]]) -> Event:
-    """The event a consumer record holds; `PoisonMessage` (or a `ValidationError`) when none."""
-    value = record.value or b""
-    # As every other stage's decoder reads it (FastStream's): a body labelled anything but JSON
-    # is not read as JSON, so the recorder refuses what the stages refuse.
-    content_type = next((v for k, v in record.headers or () if k == "content-type"), None)
-    if content_type is not None and not bytes(content_type or b"").startswith(b"application/json"):
-        raise PoisonMessage(f"not JSON: content-type {bytes(content_type)[:100]!r}")
-    if not json_is_utf8(value):
-        raise PoisonMessage(f"undecodable: JSON must be UTF-8, not {json.detect_encoding(value)}")
-    try:
-        body = json.loads(value)
-    except Exception as exc:  # RecursionError and MemoryError included: the bytes are the fault
-        raise PoisonMessage(f"undecodable ({type(exc).__name__}): {str(exc)[:300]}") from exc
-    return model_for_topic[record.topic].model_validate(body)
+    """The event a consumer record holds, read as every other stage reads it (its topic names
+    its type); `PoisonMessage` (or a `ValidationError`) when none."""
+    return read_record(record, model_for_topic[record.topic])
 
 
 async def handle_event(event: Event, topic: str, records: Records) -> bool:

@@ -42,12 +42,19 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             allow_private_urls=settings.allow_private_urls,
         )
 
-    @stage.subscriber(topics.generation_requested, topics.due("submitter"))
+    # A consumer batch at a time, its requests side by side (vidpipe.bus.batches).
+    @stage.keyed_batches(
+        {
+            topics.generation_requested: GenerationRequested,
+            topics.due("submitter"): GenerationRequested,
+        }
+    )
     async def on_requested(event: GenerationRequested, deps: Deps[SubmitterDeps]) -> None:
         await handle_generation_requested(event, deps)
 
-    @stage.subscriber(
-        topics.job_succeeded, topics.job_failed, group_id=settings.group_id("submitter.slots")
+    @stage.keyed_batches(
+        {topics.job_succeeded: JobSucceeded, topics.job_failed: JobFailed},
+        group_id=settings.group_id("submitter.slots"),
     )
     async def on_finished(event: JobSucceeded | JobFailed, deps: Deps[SubmitterDeps]) -> None:
         await handle_job_finished(event.request_id, deps)

@@ -8,6 +8,7 @@ timer), so tests pass an in-memory one, the way httpx swaps transports.
                    declared event type)
     deadletter.py  the failure model: poison and messages out of attempts -> `{prefix}deadletter`
                    (and JobFailed), world errors waited out without bound
+    batches.py     handle_keyed_batch: a consumer batch, its requests side by side, one commit
     health.py      StageHealth: /healthz, /readyz and the metrics on one port
     timers.py      durable timers: TimerScheduler writes them, TimerRelay releases them
     admin.py       topic administration
