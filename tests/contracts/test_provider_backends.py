@@ -1,12 +1,14 @@
-"""The provider contract, run against both real clients over HTTP to the emulator, and the fake.
+"""The provider contract, run against the real clients over HTTP to the emulator, and the fake.
 
-The emulator (vidpipe.dev.emulator) serves both protocols on a loopback port inside the test's
+The emulator (vidpipe.dev.emulator) serves every protocol on a loopback port inside the test's
 event loop; nothing is mocked on either side. Situations are arranged the way a user of the
 emulator would: prompt directives (`[emulator:rate_limit]`), a moderated word, a wrong key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,23 +19,35 @@ from tests.contracts.provider_contract import (
     CreatesJobs,
     ListsJobs,
     LosesCreateAnswers,
+    ProviderBackend,
     ProviderContract,
+    RefusesBadKeys,
+    RefusesUnknownJobs,
     ReportsContentPolicy,
     ReportsRateLimits,
     Situation,
     StreamsVideos,
     WalksJobsToSucceeded,
+    succeeded_job,
 )
 from tests.contracts.samples import fake_mp4
 from vidpipe.dev.emulator import EmulatorConfig, EmulatorServer
-from vidpipe.errors import ContentPolicyViolation, DownloadNotAvailable, RateLimited
+from vidpipe.errors import (
+    ContentPolicyViolation,
+    CreateOutcomeUnknown,
+    DownloadNotAvailable,
+    RateLimited,
+    TerminalProviderError,
+)
 from vidpipe.net.retry import RetryPolicy
 from vidpipe.providers import (
     AzureSoraConfig,
+    FalConfig,
     OpenAIVideosConfig,
     ProviderClient,
     ProviderConfig,
     ProviderJob,
+    ReplicateConfig,
     VideoSpec,
     build_provider,
 )
@@ -115,6 +129,81 @@ class TestOpenAIVideosOverEmulator(ProviderContract):
             "openai-videos",
             lambda key: OpenAIVideosConfig(base_url=emulator.openai_base_url, api_key=key),
         )
+
+
+class TestFalOverEmulator(
+    CreatesJobs,
+    WalksJobsToSucceeded,
+    StreamsVideos,
+    RefusesUnknownJobs,
+    RefusesBadKeys,
+    ReportsRateLimits,
+    ReportsContentPolicy,
+):
+    """Left out: ListsJobs and LosesCreateAnswers (fal lists no queue); in their place, the lost
+    create is outcome-unknown and reconciling it is refused, so it is never paid for twice."""
+
+    @pytest.fixture
+    def backend(self, emulator: EmulatorServer) -> EmulatorBackend:
+        return EmulatorBackend(
+            "fal", lambda key: FalConfig(base_url=emulator.base_url, api_key=key)
+        )
+
+    async def test_a_lost_create_is_outcome_unknown_and_cannot_be_reconciled(
+        self, backend: EmulatorBackend, emulator: EmulatorServer
+    ) -> None:
+        before = emulator.state.stats["fal.jobs_created"]
+        async with backend.client("drop_after_create") as client:
+            with pytest.raises(CreateOutcomeUnknown) as lost:
+                await client.create_job(backend.spec("drop_after_create"), idempotency_key="k")
+            with pytest.raises(TerminalProviderError) as listed:
+                await client.list_jobs(datetime.now(UTC) - timedelta(minutes=1))
+        assert lost.value.retryable is False and not listed.value.retryable
+        # Exactly one job was created: the client did not re-send the lost create.
+        assert emulator.state.stats["fal.jobs_created"] == before + 1
+
+
+class TestReplicateOverEmulator(
+    LosesCreateAnswers,
+    CreatesJobs,
+    WalksJobsToSucceeded,
+    StreamsVideos,
+    RefusesUnknownJobs,
+    RefusesBadKeys,
+    ReportsRateLimits,
+    ReportsContentPolicy,
+):
+    """ListsJobs is replaced by the test below: a prediction echoes its input, whose aspect ratio
+    is not a size, so a listed job states its prompt and duration but no width or height."""
+
+    @pytest.fixture
+    def backend(self, emulator: EmulatorServer) -> EmulatorBackend:
+        return EmulatorBackend(
+            "replicate", lambda key: ReplicateConfig(base_url=emulator.base_url, api_token=key)
+        )
+
+    async def test_list_jobs_finds_a_created_job_with_its_prompt_and_duration(
+        self, backend: EmulatorBackend
+    ) -> None:
+        spec = dataclasses.replace(backend.spec(), prompt=f"listed {uuid.uuid4().hex}")
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        async with backend.client() as client:
+            created = await client.create_job(spec, idempotency_key="unused")
+            listed = await client.list_jobs(before)
+            later = await client.list_jobs(datetime.now(UTC) + timedelta(minutes=5))
+        (found,) = [job for job in listed if job.job_id == created.job_id]
+        assert (found.prompt, found.seconds) == (spec.prompt, spec.seconds)
+        assert (found.width, found.height) == (None, None)
+        assert found.created_at is not None and found.created_at >= before
+        assert created.job_id not in {job.job_id for job in later}
+
+    async def test_a_succeeded_prediction_expires_an_hour_after_completion(
+        self, backend: ProviderBackend
+    ) -> None:
+        async with backend.client() as client:
+            job = await succeeded_job(backend, client)
+        assert job.expires_at is not None
+        assert timedelta(minutes=59) < job.expires_at - datetime.now(UTC) <= timedelta(hours=1)
 
 
 class FakeBackend:

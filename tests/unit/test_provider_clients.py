@@ -851,7 +851,7 @@ async def test_open_providers_builds_every_configured_provider(
 
 
 def test_the_registry_names_every_provider_once() -> None:
-    assert PROVIDER_NAMES == ("azure-sora", "openai-videos")
+    assert PROVIDER_NAMES == ("azure-sora", "openai-videos", "fal", "replicate")
     assert AzureSoraConfig().missing() == ["VIDPIPE_AZURE_ENDPOINT", "VIDPIPE_AZURE_API_KEY"]
     assert OpenAIVideosConfig().missing() == ["VIDPIPE_OPENAI_BASE_URL", "VIDPIPE_OPENAI_API_KEY"]
 

@@ -21,19 +21,25 @@ from vidpipe.providers.base import (
     VideoDownload,
     VideoSpec,
 )
+from vidpipe.providers.fal import FalClient, FalConfig
 from vidpipe.providers.openai_videos import OpenAIVideosClient, OpenAIVideosConfig
+from vidpipe.providers.replicate import ReplicateClient, ReplicateConfig
 
 __all__ = [
     "NO_RETRY",
     "PROVIDER_NAMES",
     "AzureSoraClient",
     "AzureSoraConfig",
+    "FalClient",
+    "FalConfig",
     "InputImage",
     "OpenAIVideosClient",
     "OpenAIVideosConfig",
     "ProviderClient",
     "ProviderConfig",
     "ProviderJob",
+    "ReplicateClient",
+    "ReplicateConfig",
     "RetryPolicy",
     "VideoDownload",
     "VideoSpec",
@@ -47,6 +53,8 @@ __all__ = [
 _REGISTRY: dict[str, type[ProviderConfig]] = {
     AzureSoraConfig.name: AzureSoraConfig,
     OpenAIVideosConfig.name: OpenAIVideosConfig,
+    FalConfig.name: FalConfig,
+    ReplicateConfig.name: ReplicateConfig,
 }
 
 PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)

@@ -90,7 +90,7 @@ class VideoDownload:
 
 @runtime_checkable
 class ProviderClient(Protocol):
-    #: Registry name: "azure-sora" or "openai-videos".
+    #: Registry name: "azure-sora", "openai-videos", "fal", "replicate".
     name: str
     #: The endpoint host (no scheme, path, or credentials) for events and records.
     endpoint_host: str

@@ -98,6 +98,7 @@ async def stream_video(
     follow_redirects: bool = True,
     allow_private: bool = False,
     resolver: Resolver | None = None,
+    endpoint: str | None = None,
 ) -> AsyncIterator[VideoDownload]:
     """GET a video, streamed, yielding only a real-looking video response.
 
@@ -106,13 +107,33 @@ async def stream_video(
     is never stored as an .mp4. Redirects are followed by hand: credentials go only to the origin
     they were configured for, and a hop elsewhere passes the SSRF guard (module doc);
     `allow_private` is the client's VIDPIPE_ALLOW_PRIVATE_URLS; `resolver`, the system's if None.
+
+    `endpoint`: the configured API origin, for a `url` the provider handed over in a body (fal's
+    and Replicate's output URLs on their CDNs): on another origin, the first request is vetted and
+    stripped of credentials exactly like a redirect hop.
     """
     secrets = tuple(secrets)
     async with AsyncExitStack() as stack:
         req = client.build_request("GET", url, params=params)
-        endpoint = req.url  # the configured endpoint: the one origin trusted as is
+        # The configured endpoint: the one origin trusted as is.
+        trusted = httpx.URL(endpoint) if endpoint is not None else req.url
         # The URL as the provider wrote it: a pinned hop's request names the IP instead.
         current = req.url
+        if not _same_origin(trusted, current):
+            headers = httpx.Headers(req.headers)
+            headers.pop("host", None)
+            for name in AUTH_HEADERS:
+                headers.pop(name, None)
+            req = await _redirect_request(
+                trusted,
+                current,
+                headers,
+                {"timeout": client.timeout.as_dict()},
+                provider=provider,
+                action=action,
+                allow_private=allow_private,
+                resolver=resolver,
+            )
         response: httpx.Response | None = None
         for _ in range(MAX_REDIRECTS + 1):
             try:
@@ -132,7 +153,7 @@ async def stream_video(
             # A fresh Request, not build_request: the client's default query (api-version) must
             # not be appended to a pre-signed storage URL.
             req = await _redirect_request(
-                endpoint,
+                trusted,
                 target,
                 headers,
                 {"timeout": client.timeout.as_dict()},

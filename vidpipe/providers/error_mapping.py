@@ -1,8 +1,9 @@
 """How a provider's error answer becomes a vidpipe error, with messages safe to log.
 
 Provider error bodies come in several shapes (OpenAI's `{"error": {...}}`, Azure's bare object,
-gateways' plain text); `parse_error_body` reads them all, `error_for_response` maps the status and
-code onto the `ProviderError` tree, and every quoted message is truncated and scrubbed of secrets.
+fal's `{"detail": ...}`, gateways' plain text); `parse_error_body` reads them all,
+`error_for_response` maps the status and code onto the `ProviderError` tree, and every quoted
+message is truncated and scrubbed of secrets.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def parse_error_body(content: bytes) -> ErrorBody:
         return ErrorBody(message=text or None)
     if not isinstance(payload, dict):
         return ErrorBody(message=_str_or_none(payload))
+    detail = payload.get("detail")
+    if detail is not None and "error" not in payload and "message" not in payload:
+        return _detail_body(detail)
     inner = payload.get("error")
     if isinstance(inner, dict):
         payload = inner
@@ -113,6 +117,18 @@ def parse_error_body(content: bytes) -> ErrorBody:
         type=_str_or_none(payload.get("type")),
         inner_code=inner_code,
     )
+
+
+def _detail_body(detail: Any) -> ErrorBody:
+    """fal's (FastAPI's) `{"detail": "text"}` or `{"detail": [{"loc", "msg", "type"}, ...]}`:
+    the first typed entry gives the code and message."""
+    if isinstance(detail, list):
+        first = next((d for d in detail if isinstance(d, dict)), None)
+        if first is not None:
+            return ErrorBody(
+                code=_str_or_none(first.get("type")), message=_str_or_none(first.get("msg"))
+            )
+    return ErrorBody(message=_str_or_none(detail))
 
 
 def is_content_policy(body: ErrorBody) -> bool:

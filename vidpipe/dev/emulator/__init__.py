@@ -1,9 +1,11 @@
-"""A local stand-in for the paid video APIs, speaking both provider protocols over real HTTP.
+"""A local stand-in for the paid video APIs, speaking every provider protocol over real HTTP.
 
 azure-sora under /openai/v1/video/generations (api-version=preview), openai-videos under /v1
-and /openai/v1. Behaviour comes from `EmulatorConfig`, the /_emulator/config admin endpoint, and
-`[emulator:key=value]` directives in prompts. An `Idempotency-Key` header on create returns the
-job first created with that key: an emulator convenience, not a documented provider feature.
+and /openai/v1, replicate under /v1/predictions and /v1/models, fal's queue at the root (as
+queue.fal.run: `fal.py`). Behaviour comes from `EmulatorConfig`, the /_emulator/config admin
+endpoint, and `[emulator:key=value]` directives in prompts. An `Idempotency-Key` header on a
+/v1/videos or Azure create returns the job first created with that key: an emulator convenience,
+not a documented provider feature (fal and replicate ignore it, as those providers do).
 """
 
 from vidpipe.dev.emulator.app import create_app

@@ -1,4 +1,4 @@
-"""The emulator's Starlette app: both provider protocols plus the /_emulator admin routes.
+"""The emulator's Starlette app: the provider protocols plus the /_emulator admin routes.
 
 Admin (same auth as the APIs, except health):
     GET  /_emulator/health   -> {"status": "ok"}
@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidpipe.dev.emulator import azure, openai_videos
+from vidpipe.dev.emulator import azure, fal, openai_videos, replicate
 from vidpipe.dev.emulator.common import bytes_response, error_response, state_of
 from vidpipe.dev.emulator.config import EmulatorConfig
 from vidpipe.dev.emulator.faults import FaultMiddleware
@@ -149,12 +149,15 @@ def create_app(config: EmulatorConfig | EmulatorState | None = None) -> Starlett
             *azure.routes(),
             *openai_videos.routes("/v1"),
             *openai_videos.routes("/openai/v1"),
+            *replicate.routes(),
             Route("/_emulator/health", health, methods=["GET"]),
             Route("/_emulator/config", get_config, methods=["GET"]),
             Route("/_emulator/config", update_config, methods=["POST"]),
             Route("/_emulator/reset", reset, methods=["POST"]),
             Route("/_emulator/stats", stats, methods=["GET"]),
             Route("/_emulator/sample.mp4", sample_video, methods=["GET", "HEAD"]),
+            # Last: fal's queue sits at the root and its submit takes any POST path left over.
+            *fal.routes(),
         ],
         exception_handlers={404: _http_error, 405: _http_error},
     )

@@ -137,9 +137,12 @@ class EmulatorConfig(BaseModel):
         return EmulatorConfig.model_validate(merged)
 
 
-# `[emulator:key=value]`, or `[emulator:azure.key=value]` / `[emulator:openai.key=value]` to apply
+# `[emulator:key=value]`, or `[emulator:azure.key=value]` / `[emulator:openai.key=value]` /
+# `[emulator:fal.key=value]` / `[emulator:replicate.key=value]` to apply
 # to one protocol only (a failed-over request keeps its prompt but changes provider).
-_DIRECTIVE = re.compile(r"\[emulator:(?:(azure|openai)\.)?([A-Za-z_]+)(?:=([^\]\s]*))?\]")
+_DIRECTIVE = re.compile(
+    r"\[emulator:(?:(azure|openai|fal|replicate)\.)?([A-Za-z_]+)(?:=([^\]\s]*))?\]"
+)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidpipe.dev.emulator.common import error_response, rate_limit_headers
 from vidpipe.dev.emulator.config import EmulatorConfig
+from vidpipe.dev.emulator.fal import is_fal_api_path, is_fal_submit
 from vidpipe.dev.emulator.state import EmulatorState
 
 __all__ = ["FaultMiddleware", "is_api_path", "is_create"]
@@ -35,13 +36,18 @@ _PARTIAL_BODY = b'{"id": '
 
 
 def is_api_path(path: str) -> bool:
-    """Provider API paths (both protocols); the emulator's own /_emulator routes are never hit."""
-    return path.startswith(("/openai/", "/v1/"))
+    """Provider API paths (every protocol); the emulator's own /_emulator routes are never hit."""
+    return path.startswith(("/openai/", "/v1/")) or is_fal_api_path(path)
 
 
 def is_create(method: str, path: str) -> bool:
-    """The requests that start a paid job: Azure's job create, /videos create and remix."""
-    return method == "POST" and path.rstrip("/").endswith(("/jobs", "/videos", "/remix"))
+    """The requests that start a paid job: Azure's job create, /videos create and remix, a
+    Replicate prediction, a fal submit."""
+    if path.startswith(("/openai/", "/v1/")):
+        return method == "POST" and path.rstrip("/").endswith(
+            ("/jobs", "/videos", "/remix", "/predictions")
+        )
+    return is_fal_submit(method, path)
 
 
 class FaultMiddleware:

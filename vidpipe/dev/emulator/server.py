@@ -81,10 +81,15 @@ class EmulatorServer:
         host: str = "127.0.0.1",
         port: int = 0,
         log_level: str = "warning",
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.log_level = log_level
+        # TLS, for SDKs that only speak https (fal-client builds https://{FAL_QUEUE_RUN_HOST}).
+        self.ssl_certfile = ssl_certfile
+        self.ssl_keyfile = ssl_keyfile
         self.state = EmulatorState(config or EmulatorConfig())
         self.app = create_app(self.state)
         self._server: _EmbeddedServer | None = None
@@ -96,7 +101,13 @@ class EmulatorServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.port}"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{_url_host(self.host)}:{self.port}"
+
+    @property
+    def fal_queue_host(self) -> str:
+        """What fal-client's FAL_QUEUE_RUN_HOST takes: host:port (served over TLS only)."""
+        return f"{_url_host(self.host)}:{self.port}"
 
     @property
     def azure_endpoint(self) -> str:
@@ -126,6 +137,8 @@ class EmulatorServer:
             access_log=False,
             server_header=False,  # real providers do not announce uvicorn
             timeout_graceful_shutdown=2,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
         )
         server = _EmbeddedServer(uv_config)
         self._server = server

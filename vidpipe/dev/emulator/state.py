@@ -21,10 +21,11 @@ import random
 import secrets
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from vidpipe.dev.emulator.config import Directives, DownloadMode, EmulatorConfig
 from vidpipe.media.sample import ImageFormat, render_sample_image, render_sample_mp4
@@ -44,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger("vidpipe.dev.emulator")
 
-Protocol = Literal["azure", "openai"]
+Protocol = Literal["azure", "openai", "fal", "replicate"]
 Phase = Literal["queued", "preprocessing", "running", "processing", "succeeded", "failed"]
 IN_FLIGHT: tuple[Phase, ...] = ("queued", "preprocessing", "running", "processing")
 # What a content request gets; see EmulatorState.download_verdict.
@@ -130,6 +131,8 @@ class Job:
     generation_ids: list[str] = field(default_factory=list)
     content_gets: int = 0
     status_errors_left: int = 0
+    # The model input as sent, where the protocol echoes it (replicate's `input`).
+    input: dict[str, Any] = field(default_factory=dict)
 
     @property
     def end(self) -> float:
@@ -287,8 +290,13 @@ class EmulatorState:
         retention = (
             directives.retention if directives.retention is not None else cfg.retention_seconds
         )
-        prefix = "task_" if protocol == "azure" else "video_"
-        job_id = prefix + (new_ulid(now) if protocol == "azure" else secrets.token_hex(16))
+        if protocol == "fal":
+            job_id = str(uuid.uuid4())  # fal's request ids are UUIDs
+        elif protocol == "replicate":
+            job_id = new_ulid(now)  # Replicate's ids: 26 lowercase base-32 characters
+        else:
+            prefix = "task_" if protocol == "azure" else "video_"
+            job_id = prefix + (new_ulid(now) if protocol == "azure" else secrets.token_hex(16))
         job = Job(
             id=job_id,
             protocol=protocol,
