@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import policy as email_policy
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -255,12 +257,17 @@ class FakeSupabaseStorage:
             )
         path = request.url.path
         upload = f"/storage/v1/object/{self.bucket}/"
-        info = f"/storage/v1/object/info/authenticated/{self.bucket}/"
+        # storage3 asks /object/info/{bucket}/...; older clients the authenticated variant.
+        infos = (
+            f"/storage/v1/object/info/authenticated/{self.bucket}/",
+            f"/storage/v1/object/info/{self.bucket}/",
+        )
         download = f"/storage/v1/object/authenticated/{self.bucket}/"
-        if request.method == "POST" and path.startswith(upload):
+        if request.method in ("POST", "PUT") and path.startswith(upload):
             return self._upload(request, path.removeprefix(upload))
-        if request.method == "GET" and path.startswith(info):
-            return self._info(path.removeprefix(info))
+        for info in infos:
+            if request.method == "GET" and path.startswith(info):
+                return self._info(path.removeprefix(info))
         if request.method == "GET" and path.startswith(download):
             found = self.objects.get(path.removeprefix(download))
             if found is None:
@@ -273,20 +280,25 @@ class FakeSupabaseStorage:
     def _upload(self, request: httpx.Request, name: str) -> httpx.Response:
         if name in self.objects and request.headers.get("x-upsert") != "true":
             return httpx.Response(400, json={"statusCode": "409", "error": "Duplicate"})
-        raw_meta = request.headers.get("x-metadata")
-        metadata = json.loads(base64.b64decode(raw_meta)) if raw_meta else {}
-        self.objects[name] = FakeSupabaseObject(
-            request.read(),
-            request.headers.get("content-type", "application/octet-stream"),
-            metadata,
-        )
+        content_type = request.headers.get("content-type", "application/octet-stream")
+        if content_type.startswith("multipart/form-data"):
+            # The supabase client (storage3) sends a form: cacheControl, metadata, the file.
+            data, content_type, metadata = _form_upload(content_type, request.read())
+        else:  # a raw body, the user metadata base64 in x-metadata (the REST API's other form)
+            raw_meta = request.headers.get("x-metadata")
+            metadata = json.loads(base64.b64decode(raw_meta)) if raw_meta else {}
+            data = request.read()
+        self.objects[name] = FakeSupabaseObject(data, content_type, metadata)
         return httpx.Response(200, json={"Key": f"{self.bucket}/{name}", "Id": str(uuid.uuid4())})
 
     def _info(self, name: str) -> httpx.Response:
         found = self.objects.get(name)
         if found is None:
             # Older storage-api versions answer a missing object like this, not with a 404.
-            return httpx.Response(400, json={"statusCode": "404", "error": "not_found"})
+            return httpx.Response(
+                400,
+                json={"statusCode": "404", "error": "not_found", "message": "Object not found"},
+            )
         return httpx.Response(
             200,
             json={
@@ -296,3 +308,20 @@ class FakeSupabaseStorage:
                 "metadata": found.metadata,
             },
         )
+
+
+def _form_upload(content_type: str, body: bytes) -> tuple[bytes, str, dict[str, object]]:
+    """The file, its content type and the user metadata of a multipart/form-data upload."""
+    form = BytesParser(policy=email_policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    data, file_type, metadata = b"", "application/octet-stream", {}
+    for part in form.iter_parts():
+        field_name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        raw = payload if isinstance(payload, bytes) else b""
+        if field_name == "file":
+            data, file_type = raw, part.get_content_type()
+        elif field_name == "metadata":
+            metadata = json.loads(raw or b"{}")
+    return data, file_type, metadata

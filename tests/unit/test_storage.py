@@ -22,6 +22,8 @@ from services.placeholder.handlers import placeholder_key
 from tests.contracts.samples import chunks_of, failing_after, fake_mp4
 from tests.contracts.storage_contract import INVALID_KEYS
 from vidpipe.errors import ConfigurationError, InvalidVideo, VideoTooLarge
+from vidpipe.settings import Settings
+from vidpipe.stage import open_storage
 from vidpipe.storage import (
     LocalFolderStorage,
     StorageError,
@@ -306,12 +308,13 @@ async def test_supabase_upload_request() -> None:
     )
     upload = fake.requests[0]
     assert upload.method == "POST"
-    assert upload.url.raw_path == b"/storage/v1/object/output-videos/req%3A1/0.mp4"
+    assert upload.url.raw_path == b"/storage/v1/object/output-videos/req:1/0.mp4"
     assert upload.headers["x-upsert"] == "true"
     assert upload.headers["authorization"] == f"Bearer {SECRET}"
     assert upload.headers["apikey"] == SECRET
-    assert upload.headers["content-type"] == "video/mp4"
-    assert upload.headers["content-length"] == str(len(data))
+    # The supabase client sends a form (cacheControl, metadata, the file part).
+    assert upload.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert fake.objects["req:1/0.mp4"].content_type == "video/mp4"
     assert fake.objects["req:1/0.mp4"].data == data
     assert fake.objects["req:1/0.mp4"].metadata == {
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -447,3 +450,23 @@ def test_from_url_bad(url: str, env: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError) as info:
         storage_from_url(url, environ=env)
     assert SECRET not in str(info.value)
+
+
+async def test_a_stage_opens_supabase_with_the_configured_bucket_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", SECRET)
+    settings = Settings(
+        storage_url="supabase://vids@h.example.com",
+        supabase_public_bucket=False,
+        supabase_signed_url_ttl_s=600,
+        supabase_tus_threshold_bytes=1024,
+    )
+    storage = open_storage(settings)
+    assert isinstance(storage, SupabaseStorage)
+    assert (storage.public, storage.signed_url_ttl_s, storage.tus_threshold_bytes) == (
+        False,
+        600,
+        1024,
+    )
+    await storage.aclose()

@@ -221,6 +221,9 @@ async def _project_all(conn: AsyncConnection, applied: list[Event], now: datetim
         if seen["status"] == "requested" and not isinstance(event, GenerationRequested):
             seen["status"] = None
         changes = project(seen, event)
+        owner = _owner_of(event)
+        if owner is not None and seen.get("owner_id") is None:
+            changes = {**changes, "owner_id": owner}
         if changes:
             row.update(changes, updated_at=now)
             changed.add(event.request_id)
@@ -244,6 +247,16 @@ async def _project_all(conn: AsyncConnection, applied: list[Event], now: datetim
                 for rid in sorted(changed)
             ],
         )
+
+
+def _owner_of(event: Event) -> str | None:
+    """The front end's user a request belongs to: its `metadata.user_id` (docs/supabase.md).
+
+    Row-level security compares it with Supabase's `auth.uid()`; a failover child carries its
+    parent's metadata, so it has the same owner."""
+    if isinstance(event, GenerationRequested):
+        return event.metadata.get("user_id") or None
+    return None
 
 
 def _view(row: Any) -> ProjectView:

@@ -7,6 +7,15 @@ Tables:
     provider_slots  how many provider jobs are in flight, per provider (the concurrency quota)
 
 `insert_ignore` is the one dialect-aware "insert unless the key exists" both stores use.
+
+These tables are what the code queries; the schema itself is made by the migrations
+(`vidpipe.db.migrate`, `vidpipe/db/migrations/versions/`), and tests/integration/test_migrations.py
+checks that the two agree.
+
+Behind a transaction-mode pooler (Supabase's on port 6543, PgBouncer) a server connection serves
+another client after each transaction, so server-side prepared statements cannot be kept:
+`open_engine` turns psycopg's off when told to (`pooler=True`, `?pgbouncer=true` in the URL) or
+when the URL is Supabase's transaction pooler port.
 """
 
 from __future__ import annotations
@@ -27,12 +36,10 @@ from sqlalchemy import (
     Table,
     Text,
     event,
-    inspect,
-    text,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -43,6 +50,7 @@ __all__ = [
     "metadata",
     "normalise_database_url",
     "open_engine",
+    "pooler_in_url",
     "projects",
     "provider_slots",
     "submissions",
@@ -81,6 +89,9 @@ projects = Table(
     Column("metadata", JSON),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The front end's user (the request's metadata.user_id): row-level security lets a signed-in
+    # user read only the rows whose owner_id is their auth.uid() (docs/supabase.md).
+    Column("owner_id", Text, index=True),
 )
 
 events = Table(
@@ -146,6 +157,9 @@ def normalise_database_url(url: str, *, base_dir: Path | None = None) -> str:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
+        # `pgbouncer` is vidpipe's (and Prisma's) flag, not a libpq parameter: keep it off the
+        # connection string (`open_engine` reads it first).
+        parsed = parsed.difference_update_query(["pgbouncer"])
         return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     if backend == "sqlite":
         database = parsed.database or ""
@@ -162,19 +176,6 @@ def normalise_database_url(url: str, *, base_dir: Path | None = None) -> str:
     raise ValueError(f"unsupported database backend: {backend}")
 
 
-def _add_missing_columns(sync_conn: Any) -> None:
-    # Columns added in later versions are nullable, so an older database gains them in place.
-    inspector = inspect(sync_conn)
-    for table in metadata.sorted_tables:
-        existing = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in existing and column.nullable:
-                kind = column.type.compile(dialect=sync_conn.dialect)
-                sync_conn.execute(
-                    text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
-                )
-
-
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Several processes share the file: WAL lets readers run beside the one writer, and the busy
     # timeout makes a writer wait for the lock instead of failing.
@@ -185,16 +186,42 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: The port of Supabase's transaction-mode pooler (Supavisor); 5432 on the same host is session
+#: mode, where prepared statements work.
+SUPABASE_TRANSACTION_POOLER_PORT = 6543
+
+
+def pooler_in_url(url: str | URL) -> bool:
+    """Whether `url` says a transaction-mode pooler is in front: `?pgbouncer=true`, or port 6543."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() not in ("postgres", "postgresql"):
+        return False
+    flag = parsed.query.get("pgbouncer")
+    if isinstance(flag, tuple):
+        flag = flag[-1]
+    if flag is not None:
+        return flag.lower() in ("1", "true", "yes", "on")
+    return parsed.port == SUPABASE_TRANSACTION_POOLER_PORT
+
+
 async def open_engine(
-    url: str, *, create: bool = True, base_dir: Path | None = None
+    url: str, *, create: bool = True, base_dir: Path | None = None, pooler: bool | None = None
 ) -> AsyncEngine:
-    """An engine for `url`, with every table created when `create` is set."""
+    """An engine for `url`, migrated to the newest schema when `create` is set.
+
+    `pooler`: a transaction-mode pooler is in front (None: as `pooler_in_url` says)."""
+    behind_pooler = pooler_in_url(url) if pooler is None else pooler
     database_url = normalise_database_url(url, base_dir=base_dir)
     # A server connection may have been dropped while it sat in the pool: ping it before use.
     # A SQLite file has no connection to lose, and the ping would cost a statement per
     # transaction.
     pre_ping = not database_url.startswith("sqlite")
-    engine = create_async_engine(database_url, pool_pre_ping=pre_ping)
+    connect_args: dict[str, Any] = {}
+    if behind_pooler and not database_url.startswith("sqlite"):
+        # psycopg prepares a statement on the server after 5 runs; the pooler may hand the next
+        # transaction another server connection, which never saw it ("... does not exist").
+        connect_args["prepare_threshold"] = None
+    engine = create_async_engine(database_url, pool_pre_ping=pre_ping, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     if create:
@@ -203,13 +230,16 @@ async def open_engine(
 
 
 async def create_tables(engine: AsyncEngine, attempts: int = 5) -> None:
-    # Every process creates the tables it needs at start; when two race, the loser sees "already
-    # exists" from the one that won, and its next look finds the tables there.
+    """Migrate the database to the newest schema (`vidpipe.db.migrate.upgrade`)."""
+    # Imported here: the migrations pull in Alembic, which a read-only caller never needs.
+    from vidpipe.db.migrate import upgrade
+
+    # Every process migrates at start. PostgreSQL serialises them with an advisory lock; two
+    # SQLite processes may still race on the first write, and the loser's next look finds the
+    # schema there.
     for attempt in range(attempts):
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-                await conn.run_sync(_add_missing_columns)
+            await upgrade(engine)
             return
         except DBAPIError:
             if attempt == attempts - 1:

@@ -3,6 +3,9 @@
 `initdb` a fresh cluster in a temp dir, run `postgres` on a free loopback port with its unix
 socket inside that dir, create database `vidpipe`, and throw everything away on stop. The
 server refuses to run as root, so as root it runs as the `postgres` system user.
+
+`LocalPgBouncer` puts Debian's `pgbouncer` in transaction mode in front of any PostgreSQL URL,
+as Supabase's pooler on port 6543 stands in front of a project's database.
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from vidpipe.cli.processes import stop_process_group
 from vidpipe.dev.processes import ServerProcess, death_signal_preexec, free_ports, log_tail
 from vidpipe.errors import PostgresStartError
 
-__all__ = ["LocalPostgres", "PostgresBinaries", "PostgresStartError", "find_postgres_binaries"]
+__all__ = [
+    "LocalPgBouncer",
+    "LocalPostgres",
+    "PostgresBinaries",
+    "PostgresStartError",
+    "find_postgres_binaries",
+]
 
 log = logging.getLogger(__name__)
 
@@ -370,4 +379,198 @@ class LocalPostgres(ServerProcess):
         if self._proc is not None:
             # SIGINT is PostgreSQL's "fast" shutdown; SIGTERM ("smart") waits for clients.
             stop_process_group(self._proc, self.stop_timeout_s, signal.SIGINT)
+            self._proc = None
+
+
+class LocalPgBouncer(ServerProcess):
+    """PgBouncer (Debian's `pgbouncer`) in transaction mode in front of a PostgreSQL URL.
+
+    It behaves as Supabase's transaction-mode pooler does for a client: each transaction may
+    run on a different server connection, and nothing of a session survives it. The reset query
+    (`DISCARD ALL`) runs after every transaction, so a server-side prepared statement is gone by
+    the next one, however few server connections there are: a client that relies on one fails
+    at once instead of by chance. `url` is the same database through the pooler, with
+    `?pgbouncer=true` so vidpipe's engine knows (`vidpipe.db.tables.pooler_in_url`); `bare_url`
+    is without the flag, for libpq clients, which refuse unknown parameters.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        pool_size: int = 4,
+        start_timeout_s: float = 15.0,
+        stop_timeout_s: float = 10.0,
+    ) -> None:
+        from sqlalchemy.engine import make_url
+
+        self._server = make_url(server_url)
+        self.pool_size = pool_size
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.root: Path | None = None
+        self._account: pwd.struct_passwd | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("LocalPgBouncer is not started")
+        return self._port
+
+    def bare_url_for(self, database: str | None = None) -> str:
+        """A libpq URL of `database` (default: the server URL's) through the pooler."""
+        url = self._server.set(drivername="postgresql", host="127.0.0.1", port=self.port, query={})
+        if database is not None:
+            url = url.set(database=database)
+        return url.render_as_string(hide_password=False)
+
+    def url_for(self, database: str | None = None) -> str:
+        """vidpipe's URL of `database` through the pooler (`?pgbouncer=true`)."""
+        return f"{self.bare_url_for(database)}?pgbouncer=true"
+
+    @property
+    def url(self) -> str:
+        return self.url_for()
+
+    @property
+    def bare_url(self) -> str:
+        return self.bare_url_for()
+
+    @property
+    def log_file(self) -> Path:
+        if self.root is None:
+            raise RuntimeError("LocalPgBouncer is not started")
+        return self.root / "pgbouncer.log"
+
+    def start(self) -> Self:
+        if self._proc is not None:
+            return self
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not os.access(binary, os.X_OK):
+            raise PostgresStartError(
+                "pgbouncer not found: run scripts/ensure-system-deps.sh (Debian's pgbouncer)"
+            )
+        # PgBouncer refuses to run as root, like PostgreSQL.
+        self._account = _service_account()
+        base = Path(tempfile.gettempdir())
+        if self._account is not None and not _traversable_by_others(base):
+            base = Path("/tmp")  # noqa: S108 - the pooler's user must be able to reach its dir
+        self.root = Path(tempfile.mkdtemp(prefix="vidpipe-pgbouncer-", dir=base))
+        atexit.register(self.stop)
+        try:
+            for attempt in range(3):
+                self._port = free_ports(1)[0]
+                self._write_config()
+                self._launch(binary)
+                try:
+                    self._wait_ready()
+                    break
+                except PostgresStartError:
+                    tail = log_tail(self.log_file)
+                    self._kill()
+                    if "Address already in use" in tail and attempt < 2:
+                        continue
+                    raise
+        except BaseException:
+            self.stop()
+            raise
+        log.info("local PgBouncer (transaction mode) ready at 127.0.0.1:%s", self._port)
+        return self
+
+    def stop(self) -> None:
+        atexit.unregister(self.stop)
+        self._kill()
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+        self._port = None
+
+    def _write_config(self) -> None:
+        assert self.root is not None and self._port is not None
+        server = self._server
+        user = server.username or "postgres"
+        target = f"host={server.host or '127.0.0.1'} port={server.port or 5432} user={user}"
+        if server.password:
+            target += f" password={server.password}"
+        # Clients are trusted on loopback; the pooler logs in to the server with the URL's user.
+        (self.root / "userlist.txt").write_text(f'"{user}" ""\n')
+        config = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": str(self._port),
+            "unix_socket_dir": "",
+            "auth_type": "trust",
+            "auth_file": str(self.root / "userlist.txt"),
+            "pool_mode": "transaction",
+            "default_pool_size": str(self.pool_size),
+            "max_client_conn": "500",
+            "server_reset_query": "DISCARD ALL",
+            "server_reset_query_always": "1",
+            # psycopg sends none of these, other clients may: accept them instead of failing.
+            "ignore_startup_parameters": "extra_float_digits,options,search_path",
+            "logfile": str(self.log_file),
+            "pidfile": str(self.root / "pgbouncer.pid"),
+        }
+        lines = ["[databases]", f"* = {target}", "", "[pgbouncer]"]
+        lines += [f"{key} = {value}" for key, value in config.items()]
+        path = self.root / "pgbouncer.ini"
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        if self._account is not None:
+            for item in (self.root, path, self.root / "userlist.txt"):
+                os.chown(item, self._account.pw_uid, self._account.pw_gid)
+
+    def _launch(self, binary: str) -> None:
+        assert self.root is not None
+        account = self._account
+        user_args: dict[str, Any] = (
+            {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+            if account is not None
+            else {}
+        )
+        with open(self.root / "stdout.log", "ab") as out:
+            self._proc = subprocess.Popen(
+                [binary, str(self.root / "pgbouncer.ini")],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
+                preexec_fn=death_signal_preexec(signal.SIGTERM),
+                **user_args,
+            )
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            code = self._proc.poll()
+            if code is not None:
+                raise PostgresStartError(f"pgbouncer exited with code {code}\n{self._tails()}")
+            try:
+                with psycopg.connect(self.bare_url, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                    return
+            except psycopg.OperationalError as exc:
+                last_error = exc
+            time.sleep(0.1)
+        raise PostgresStartError(
+            f"PgBouncer did not accept connections within {self.start_timeout_s:.0f} s "
+            f"({last_error})\n{self._tails()}"
+        )
+
+    def _tails(self) -> str:
+        assert self.root is not None
+        return "\n".join(
+            f"--- tail of {path} ---\n{log_tail(path)}"
+            for path in (self.log_file, self.root / "stdout.log")
+            if path.exists()
+        )
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            # SIGINT: PgBouncer's "safe shutdown" waits for clients; SIGTERM stops at once.
+            stop_process_group(self._proc, self.stop_timeout_s, signal.SIGTERM)
             self._proc = None

@@ -75,8 +75,13 @@ def storage_from_url(
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    public: bool = True,
+    signed_url_ttl_s: int = 7 * 24 * 3600,
+    tus_threshold_bytes: int | None = None,
 ) -> VideoStorage:
-    """Build the storage a URL names (forms in the module docstring); ConfigurationError if none."""
+    """Build the storage a URL names (forms in the module docstring); ConfigurationError if none.
+
+    `public`, `signed_url_ttl_s` and `tus_threshold_bytes` apply to Supabase (SupabaseStorage)."""
     env = os.environ if environ is None else environ
     if storage_url.startswith("file://"):
         raw_path = storage_url[len("file://") :]
@@ -111,6 +116,14 @@ def storage_from_url(
             raise ConfigurationError(
                 "Supabase storage needs a service-role key (SUPABASE_SERVICE_ROLE_KEY)"
             )
-        return SupabaseStorage(base_url, key, bucket or DEFAULT_BUCKET, transport=transport)
+        return SupabaseStorage(
+            base_url,
+            key,
+            bucket or DEFAULT_BUCKET,
+            transport=transport,
+            public=public,
+            signed_url_ttl_s=signed_url_ttl_s,
+            **({} if tus_threshold_bytes is None else {"tus_threshold_bytes": tus_threshold_bytes}),
+        )
     scheme = storage_url.split(":", 1)[0] if ":" in storage_url else storage_url[:20]
     raise ConfigurationError(f"unknown storage URL scheme {scheme!r} (use file:// or supabase://)")

@@ -1,0 +1,1 @@
+"""One Alembic revision per module, applied in order by `vidpipe.db.migrate`."""
