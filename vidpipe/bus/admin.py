@@ -16,6 +16,12 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from vidpipe.bus.security import (
+    KafkaSecurity,
+    client_kwargs,
+    describe_auth_failure,
+    diagnose_refusal,
+)
 from vidpipe.errors import BrokerNotReadyError
 from vidpipe.settings import Settings
 
@@ -33,18 +39,35 @@ log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
-async def probe_broker(bootstrap_servers: str, timeout_s: float = 3.0) -> dict[str, Any] | None:
-    """One admin metadata call; the cluster description when a broker answers, else None."""
+async def probe_broker(
+    bootstrap_servers: str,
+    timeout_s: float = 3.0,
+    *,
+    security: KafkaSecurity | None = None,
+    raise_refusal: bool = False,
+) -> dict[str, Any] | None:
+    """One admin metadata call; the cluster description when a broker answers, else None.
+
+    With `raise_refusal`, a broker that refuses the credentials or the TLS handshake raises
+    BrokerNotReadyError with a one-line reason (no secret in it) instead of answering None.
+    """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
         request_timeout_ms=max(int(timeout_s * 1000), 500),
         client_id="vidpipe-admin-probe",
+        **client_kwargs(security),
     )
     try:
         async with asyncio.timeout(timeout_s):
             await admin.start()
             cluster: dict[str, Any] = await admin.describe_cluster()
-    except (KafkaError, OSError, TimeoutError):
+    except (KafkaError, OSError, TimeoutError) as exc:
+        if raise_refusal:
+            reason = describe_auth_failure(exc, bootstrap_servers) or await diagnose_refusal(
+                bootstrap_servers, security, timeout_s
+            )
+            if reason is not None:
+                raise BrokerNotReadyError(reason) from None
         return None
     finally:
         await admin.close()
@@ -62,6 +85,7 @@ async def wait_for_broker(
     *,
     give_up: Callable[[], str | None] | None = None,
     interval_s: float = 0.25,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, Any]:
     """Poll the broker with admin calls until it answers, or raise after `timeout_s`.
 
@@ -87,7 +111,13 @@ async def wait_for_broker(
                     f"{timeout_s:.0f} s ({attempts} attempts)"
                 )
             attempts += 1
-            cluster = await probe_broker(bootstrap_servers, timeout_s=min(3.0, max(remaining, 0.5)))
+            # Refused credentials do not get better by waiting: fail at once, in one line.
+            cluster = await probe_broker(
+                bootstrap_servers,
+                timeout_s=min(3.0, max(remaining, 0.5)),
+                security=security,
+                raise_refusal=True,
+            )
             if cluster is not None:
                 return cluster
             await asyncio.sleep(min(interval_s, max(deadline - time.monotonic(), 0)))
@@ -103,21 +133,36 @@ async def ensure_topics(
     *,
     compacted: Collection[str] = frozenset(),
     timeout_s: float = 30.0,
+    min_insync_replicas: int | None = None,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, str]:
     """Create the missing topics; report what was found for each one.
 
     Values: "created", "exists", or "exists with N partitions (wanted M)" (never altered:
     changing partition counts re-keys partitioned data, so that is left to a human).
-    Topics in `compacted` get cleanup.policy=compact. Safe to run concurrently.
+    Topics in `compacted` get cleanup.policy=compact; `min_insync_replicas` sets
+    min.insync.replicas on the new topics. Safe to run concurrently.
     """
     if partitions < 1 or replication_factor < 1:
         raise ValueError("partitions and replication_factor must be >= 1")
+    if min_insync_replicas is not None and not 1 <= min_insync_replicas <= replication_factor:
+        raise ValueError("min_insync_replicas must be between 1 and replication_factor")
+    extra_configs = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {}
     report: dict[str, str] = {}
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, client_id="vidpipe-admin-topics"
+        bootstrap_servers=bootstrap_servers,
+        client_id="vidpipe-admin-topics",
+        **client_kwargs(security),
     )
     try:
-        await admin.start()
+        try:
+            await admin.start()
+        except (KafkaError, OSError):
+            # Refused credentials are a one-line error, not a traceback about bootstrapping.
+            reason = await diagnose_refusal(bootstrap_servers, security)
+            if reason is not None:
+                raise BrokerNotReadyError(reason) from None
+            raise
         existing = await _partition_counts(admin, topics)
         missing = [t for t in topics if t not in existing]
         for topic, count in existing.items():
@@ -132,7 +177,8 @@ async def ensure_topics(
                     name=t,
                     num_partitions=partitions,
                     replication_factor=replication_factor,
-                    topic_configs={"cleanup.policy": "compact"} if t in compacted else {},
+                    topic_configs=extra_configs
+                    | ({"cleanup.policy": "compact"} if t in compacted else {}),
                 )
                 for t in missing
             ]
@@ -198,14 +244,26 @@ async def _wait_for_leaders(admin: Any, topics: list[str], timeout_s: float) -> 
 
 async def ensure_all_topics(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
     """Create every missing topic; report "created", "exists" or a partition mismatch for each."""
-    by_count: dict[int, list[str]] = defaultdict(list)
+    # One create call per (partitions, replication factor, min.insync.replicas) shape.
+    by_shape: dict[tuple[int, int, int], list[str]] = defaultdict(list)
     for topic in settings.topics.all():
-        by_count[settings.partitions_for(topic)].append(topic)
+        shape = (
+            settings.partitions_for(topic),
+            settings.replication_for(topic),
+            settings.min_insync_for(topic) or 0,
+        )
+        by_shape[shape].append(topic)
+    security = KafkaSecurity.from_settings(settings)
     report: dict[str, str] = {}
-    for partitions, topics in sorted(by_count.items()):
+    for (partitions, replication, min_insync), topics in sorted(by_shape.items()):
         report.update(
             await ensure_topics(
-                bootstrap_servers, topics, partitions, settings.topic_replication_factor
+                bootstrap_servers,
+                topics,
+                partitions,
+                replication,
+                min_insync_replicas=min_insync or None,
+                security=security,
             )
         )
     return report

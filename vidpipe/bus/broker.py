@@ -26,6 +26,7 @@ from vidpipe.bus.deadletter import (
 )
 from vidpipe.bus.health import StageHealth
 from vidpipe.bus.publisher import KafkaPublisher
+from vidpipe.bus.security import KafkaSecurity
 
 __all__ = ["BROKER_UNREACHABLE", "PatientKafkaBroker", "make_broker", "until_broker_answers"]
 
@@ -102,19 +103,25 @@ def make_broker(
     health: StageHealth | None = None,
     max_letter_bytes: int = 900_000,
     graceful_timeout_s: float | None = 15.0,
+    security: KafkaSecurity | None = None,
 ) -> tuple[PatientKafkaBroker, KafkaPublisher]:
     """A broker whose every subscriber follows the failure model, plus the stage's publisher.
 
     `publishes` are the event types the stage writes (anything else is refused); `backoff`
     holds the stage's count of failed deliveries and `health` what /readyz reports (fresh ones
     when not given). Every body is decoded through `decode_or_poison` and every record parsed
-    through `parse_leniently`, so no bytes can fail outside the middleware's reach.
+    through `parse_leniently`, so no bytes can fail outside the middleware's reach. `security`
+    is TLS/SASL for the connection (None: from the VIDPIPE_KAFKA_* environment).
     """
+    if security is None:
+        security = KafkaSecurity.from_env()
     middlewares: list[Any] = []
     if registry is not None:
         middlewares.append(KafkaPrometheusMiddleware(registry=registry, app_name=stage))
     broker = PatientKafkaBroker(
-        bootstrap_servers,
+        # A list: FastStream hands a string to aiokafka as one host, so "a:9092,b:9092" (every
+        # multi-broker cluster) would be looked up as a single name and never resolve.
+        [server.strip() for server in bootstrap_servers.split(",") if server.strip()],
         client_id=f"vidpipe-{stage}",
         logger=logging.getLogger(f"vidpipe.{stage}.broker"),
         # FastStream's "Received"/"Processed" line per message: DEBUG, so that at INFO a stage
@@ -129,6 +136,7 @@ def make_broker(
         # A produce call returns once the broker has the record (acks=all on one node is cheap).
         acks="all",
         enable_idempotence=True,
+        security=security.faststream_security(),
     )
     broker.stage_name = stage
     reports = stage in JOB_FAILED_STAGE

@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from schemas.events import DeadLetter, Timer, utcnow
 from schemas.topics import TIMER_TIERS_S, timer_tier_topic
 from vidpipe.bus.deadletter import build_dead_letter
+from vidpipe.bus.security import KafkaSecurity, client_kwargs
 
 __all__ = ["Release", "TimerRelay", "TimerScheduler", "next_release", "tier_for", "wake_at"]
 
@@ -170,8 +171,10 @@ class TimerRelay:
         tiers: Sequence[int] = TIMER_TIERS_S,
         stop_timeout_s: float = 10.0,
         targets: Collection[str] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = client_kwargs(security)
         # The topics a timer may fire into (None: any). A stage's timers only ever target its
         # own `.due` topic; a record on a timer topic naming another one (a forged or misrouted
         # timer) would otherwise let whoever can write timers inject into any topic.
@@ -220,7 +223,11 @@ class TimerRelay:
         # partition number it came from: with the range assignor the relay that owns partition
         # p of one tier owns p of all, so every hop of a timer stays with one relay.
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            **self._security,
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -232,6 +239,7 @@ class TimerRelay:
             # rolling upgrade (the group uses the strategy every member knows).
             partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
             max_partition_fetch_bytes=256 * 1024,
+            **self._security,
         )
         self._consumer.subscribe(self.topics, listener=_Rebalance(self))
         await self._consumer.start()

@@ -14,10 +14,13 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.events import GenerationRequested
 from schemas.topics import DEFAULT_PREFIX, Topics
+from vidpipe.bus.security import KafkaSecurity, client_kwargs, diagnose_refusal
+from vidpipe.errors import BrokerNotReadyError
 
 __all__ = ["RequestPublisher", "load_ndjson", "new_request"]
 
@@ -68,14 +71,36 @@ def load_ndjson(lines: Iterable[str]) -> tuple[list[GenerationRequested], list[s
 class RequestPublisher:
     """Publishes requests to `{prefix}generation.requested`, keyed by request id."""
 
-    def __init__(self, bootstrap_servers: str, *, topic_prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic_prefix: str = DEFAULT_PREFIX,
+        security: KafkaSecurity | None = None,
+    ) -> None:
+        """`security`: TLS/SASL for the connection; None reads VIDPIPE_KAFKA_SECURITY_PROTOCOL,
+        VIDPIPE_KAFKA_SASL_* and VIDPIPE_KAFKA_SSL_* from the environment."""
         self.topic = Topics(topic_prefix).generation_requested
+        self._bootstrap = bootstrap_servers
+        self._security = security
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            **client_kwargs(security),
         )
 
     async def __aenter__(self) -> RequestPublisher:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except KafkaError:
+            # Refused credentials or TLS: say so in one line (never the secret), not "Unable
+            # to bootstrap".
+            reason = await diagnose_refusal(self._bootstrap, self._security)
+            if reason is not None:
+                await self._producer.stop()
+                raise BrokerNotReadyError(reason) from None
+            raise
         return self
 
     async def __aexit__(

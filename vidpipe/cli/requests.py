@@ -83,7 +83,12 @@ def submit(
                 f"invalid request: {'.'.join(map(str, first['loc']))}: {first['msg']}"
             ) from None
     broker = cli.broker_address  # resolved (or failed) before anything is sent
-    asyncio.run(_publish_all(cli, broker, requests))
+    from vidpipe.errors import BrokerNotReadyError
+
+    try:
+        asyncio.run(_publish_all(cli, broker, requests))
+    except BrokerNotReadyError as exc:  # refused credentials or TLS: one line, no secret
+        raise cli.fail(str(exc)) from None
     for request in requests:
         cli.console.print(request.request_id, highlight=False)
     if len(requests) > 1:

@@ -93,11 +93,14 @@ def _run_replicas(cli: CliContext, stage: str, replicas: int) -> None:
 @topics_app.command("ensure")
 def topics_ensure(ctx: typer.Context) -> None:
     """Create every missing topic with its configured partitions; report the others."""
-    from vidpipe.bus.admin import ensure_all_topics
+    from vidpipe.bus.admin import BrokerNotReadyError, ensure_all_topics
 
     cli = cli_context(ctx)
     settings = cli.settings
-    report = asyncio.run(ensure_all_topics(settings, cli.broker_address))
+    try:
+        report = asyncio.run(ensure_all_topics(settings, cli.broker_address))
+    except BrokerNotReadyError as exc:  # refused credentials or TLS: one line, no secret
+        raise cli.fail(str(exc)) from None
     table = Table("topic", "partitions", "state")
     mismatched = 0
     for topic, state in report.items():

@@ -26,11 +26,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
 from vidpipe.bus.admin import BrokerNotReadyError, wait_for_broker
+from vidpipe.bus.security import KafkaSecurity
 from vidpipe.cli.processes import stop_process_group
 from vidpipe.dev.jars import DEFAULT_KAFKA_VERSION, fetch_kafka_jars, kafka_major
 from vidpipe.dev.processes import (
@@ -42,7 +44,15 @@ from vidpipe.dev.processes import (
 )
 from vidpipe.errors import KafkaStartError
 
-__all__ = ["DEFAULT_JVM_OPTIONS", "LocalKafka", "java_available", "new_cluster_id"]
+__all__ = [
+    "DEFAULT_JVM_OPTIONS",
+    "SCRAM_MECHANISMS",
+    "LocalKafka",
+    "LocalKafkaCluster",
+    "SaslSslListener",
+    "java_available",
+    "new_cluster_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,23 @@ def new_cluster_id() -> str:
             return text
 
 
+SCRAM_MECHANISMS: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A second listener that asks for TLS and SASL, as a managed cluster does.
+
+    `keystore_pem` holds the broker's private key (unencrypted PKCS#8) and its certificate
+    chain; `users` (name → password) become SCRAM credentials of both mechanisms at format
+    time (kafka-storage's --add-scram), and PLAIN accepts the same pairs. The listener is
+    `sasl_ssl_bootstrap_servers`; the PLAINTEXT one stays for the broker's own traffic.
+    """
+
+    keystore_pem: Path
+    users: Mapping[str, str] = field(repr=False)
+
+
 # Files of a kept data_dir, next to the broker's own `data/` and `server.log`.
 CLUSTER_ID_FILE = "cluster.id"
 PORTS_FILE = "ports.json"
@@ -97,8 +124,17 @@ class LocalKafka(ServerProcess):
         jvm_options: Sequence[str] | None = None,
         num_partitions: int = 3,
         extra_properties: dict[str, str] | None = None,
+        sasl_ssl: SaslSslListener | None = None,
+        host: str = "127.0.0.1",
+        command_prefix: Sequence[str] = (),
     ) -> None:
         self.kafka_version = kafka_version
+        self.sasl_ssl = sasl_ssl
+        # The address every listener binds and advertises, and what the JVM runs under (e.g.
+        # `ip netns exec NS`): LocalKafkaCluster puts each node on an address of its own.
+        self.host = host
+        self.command_prefix = tuple(command_prefix)
+        self._sasl_ssl_port: int | None = None
         self.keep = keep
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -121,10 +157,17 @@ class LocalKafka(ServerProcess):
 
     @property
     def bootstrap_servers(self) -> str:
-        """The PLAINTEXT listener as "127.0.0.1:PORT"; only valid while started."""
+        """The PLAINTEXT listener as "HOST:PORT"; only valid while started."""
         if self._port is None:
             raise RuntimeError("LocalKafka is not started")
-        return f"127.0.0.1:{self._port}"
+        return f"{self.host}:{self._port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """The SASL_SSL listener as "localhost:PORT" (the name a test CA signs); while started."""
+        if self._sasl_ssl_port is None:
+            raise RuntimeError("LocalKafka is not started with a SASL_SSL listener")
+        return f"localhost:{self._sasl_ssl_port}"
 
     @property
     def log_file(self) -> Path:
@@ -151,6 +194,8 @@ class LocalKafka(ServerProcess):
                 self._stop_stale_broker()
             for attempt in range(3):
                 self._port, self.controller_port = self._pick_ports(reuse=attempt == 0)
+                if self.sasl_ssl is not None:
+                    self._sasl_ssl_port = free_ports(1)[0]
                 config = self._write_config()
                 if attempt == 0 and not self.formatted:
                     self._format_storage(java, libs, config)
@@ -158,7 +203,11 @@ class LocalKafka(ServerProcess):
                 try:
                     run_coro_sync(
                         lambda: wait_for_broker(
-                            self.bootstrap_servers, self.start_timeout_s, give_up=self._exit_reason
+                            self.bootstrap_servers,
+                            self.start_timeout_s,
+                            give_up=self._exit_reason,
+                            # The PLAINTEXT listener, whatever VIDPIPE_KAFKA_* says.
+                            security=KafkaSecurity(),
                         )
                     )
                     break
@@ -203,6 +252,7 @@ class LocalKafka(ServerProcess):
             shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir = None if not self.keep else self.data_dir
         self._port = None
+        self._sasl_ssl_port = None
 
     # -- internals ----------------------------------------------------------------------
 
@@ -254,11 +304,11 @@ class LocalKafka(ServerProcess):
             "node.id": "1",
             "process.roles": "broker,controller",
             "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self._port},CONTROLLER://127.0.0.1:{self.controller_port}"
+                f"PLAINTEXT://{self.host}:{self._port},CONTROLLER://{self.host}:{self.controller_port}"
             ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self._port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self._port}",
             "controller.listener.names": "CONTROLLER",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir / "data"),
@@ -281,10 +331,51 @@ class LocalKafka(ServerProcess):
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
             "log.retention.hours": "24",
         }
+        if self.sasl_ssl is not None:
+            props.update(self._sasl_ssl_properties())
         props.update(self.extra_properties)
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         return path
+
+    def _sasl_ssl_properties(self) -> dict[str, str]:
+        assert self.sasl_ssl is not None and self._sasl_ssl_port is not None
+        port = self._sasl_ssl_port
+        plain_users = " ".join(
+            f'user_{name}="{password}"' for name, password in self.sasl_ssl.users.items()
+        )
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self._port},SASL_SSL://127.0.0.1:{port},"
+                f"CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": (
+                f"PLAINTEXT://127.0.0.1:{self._port},SASL_SSL://localhost:{port}"
+            ),
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+            ),
+            "sasl.enabled.mechanisms": ",".join(("PLAIN", *SCRAM_MECHANISMS)),
+            "listener.name.sasl_ssl.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+            ),
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": scram,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.location": str(self.sasl_ssl.keystore_pem),
+        }
+
+    def _scram_arguments(self) -> list[str]:
+        """kafka-storage format's --add-scram for every user and mechanism."""
+        if self.sasl_ssl is None:
+            return []
+        return [
+            argument
+            for name, password in self.sasl_ssl.users.items()
+            for mechanism in SCRAM_MECHANISMS
+            for argument in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
 
     def _logging_options(self) -> list[str]:
         assert self.data_dir is not None
@@ -336,6 +427,7 @@ class LocalKafka(ServerProcess):
             self._cluster_id(),
             "-c",
             str(config),
+            *self._scram_arguments(),
         ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -350,6 +442,7 @@ class LocalKafka(ServerProcess):
     def _launch(self, java: str, libs: Path, config: Path) -> None:
         assert self.data_dir is not None
         cmd = [
+            *self.command_prefix,
             java,
             *self.jvm_options,
             *self._logging_options(),
@@ -434,3 +527,170 @@ def _find_java() -> str:
             "no `java` found (JAVA_HOME or PATH); run scripts/ensure-system-deps.sh"
         )
     return java
+
+
+class LocalKafkaCluster:
+    """A KRaft cluster of `nodes` JVMs (each broker and controller, all voters), kept in
+    `data_dir`: topics default to replication factor `nodes` and min.insync.replicas 2.
+
+    `isolated=True` (root, Linux) gives each node a network namespace of its own, joined to the
+    host by a veth on one bridge: `cut(i)` takes node i's link down, a real partition in both
+    directions (clients, replication, the controller quorum), and `reconnect(i)` brings it back.
+    Without it every node listens on 127.0.0.1 and only stop/kill faults are possible.
+    """
+
+    BRIDGE = "vpkbr0"
+    SUBNET = "10.231.77"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        nodes: int = 3,
+        *,
+        kafka_version: str = DEFAULT_KAFKA_VERSION,
+        isolated: bool = False,
+        min_insync_replicas: int = 2,
+        start_timeout_s: float = 120.0,
+    ) -> None:
+        if nodes < 1 or not 1 <= min_insync_replicas <= nodes:
+            raise ValueError("need nodes >= 1 and 1 <= min_insync_replicas <= nodes")
+        self.data_dir = data_dir
+        self.isolated = isolated
+        self._network_up = False
+        self._forward_rule = ["FORWARD", "-i", self.BRIDGE, "-o", self.BRIDGE, "-j", "ACCEPT"]
+        hosts = [self._address(i) if isolated else "127.0.0.1" for i in range(1, nodes + 1)]
+        ports = free_ports(2 * nodes)
+        voters = ",".join(f"{i}@{hosts[i - 1]}:{ports[2 * i - 1]}" for i in range(1, nodes + 1))
+        cluster_id = new_cluster_id()
+        rf = str(nodes)
+        isr = str(min_insync_replicas)
+        self.nodes: list[LocalKafka] = []
+        for i in range(1, nodes + 1):
+            node_dir = data_dir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            # Fixed before the first start: the quorum names every voter's address up front.
+            (node_dir / CLUSTER_ID_FILE).write_text(cluster_id + "\n")
+            (node_dir / PORTS_FILE).write_text(
+                json.dumps({"broker": ports[2 * i - 2], "controller": ports[2 * i - 1]})
+            )
+            self.nodes.append(
+                LocalKafka(
+                    kafka_version,
+                    data_dir=node_dir,
+                    keep=True,
+                    start_timeout_s=start_timeout_s,
+                    stop_timeout_s=10.0,
+                    host=hosts[i - 1],
+                    command_prefix=("ip", "netns", "exec", self._namespace(i)) if isolated else (),
+                    extra_properties={
+                        "node.id": str(i),
+                        "controller.quorum.voters": voters,
+                        "default.replication.factor": rf,
+                        "min.insync.replicas": isr,
+                        "offsets.topic.replication.factor": rf,
+                        "transaction.state.log.replication.factor": rf,
+                        "transaction.state.log.min.isr": isr,
+                        # A cut-off follower leaves the ISR in 10 s rather than 30 s.
+                        "replica.lag.time.max.ms": "10000",
+                    },
+                )
+            )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def start(self) -> Self:
+        """Start every node at once (a quorum needs a majority to answer), wait for all."""
+        import concurrent.futures
+
+        if self.isolated and not self._network_up:
+            self._network(up=True)
+        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+            for future in [pool.submit(node.start) for node in self.nodes]:
+                future.result()
+        return self
+
+    def stop(self) -> None:
+        import concurrent.futures
+
+        # All at once: a node stopped last waits for a quorum that has already gone.
+        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(lambda node: node.stop(), self.nodes))
+        if self._network_up:
+            self._network(up=False)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def node(self, node_id: int) -> LocalKafka:
+        return self.nodes[node_id - 1]
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL node `node_id`'s JVM: no clean shutdown, no leadership handed over."""
+        node = self.node(node_id)
+        if node._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node._proc.pid, signal.SIGKILL)
+            node._proc.wait(timeout=30)
+        node.stop()
+
+    def cut(self, node_id: int) -> None:
+        """Take node `node_id` off the network: its link to the bridge goes down."""
+        self._require_isolated()
+        _ip("link", "set", self._veth(node_id), "down")
+
+    def reconnect(self, node_id: int) -> None:
+        self._require_isolated()
+        _ip("link", "set", self._veth(node_id), "up")
+        _ip("link", "set", self._veth(node_id), "master", self.BRIDGE)
+
+    # -- the isolated network -----------------------------------------------------------
+
+    def _address(self, node_id: int) -> str:
+        return f"{self.SUBNET}.{10 + node_id}"
+
+    def _namespace(self, node_id: int) -> str:
+        return f"vpk{node_id}"
+
+    def _veth(self, node_id: int) -> str:
+        return f"vpk{node_id}h"
+
+    def _require_isolated(self) -> None:
+        if not self.isolated:
+            raise RuntimeError("cut/reconnect need LocalKafkaCluster(isolated=True)")
+
+    def _network(self, *, up: bool) -> None:
+        # Leftovers of a killed run first: names are fixed, so two cannot coexist.
+        for i in range(1, len(self.nodes) + 1):
+            _ip("netns", "del", self._namespace(i), check=False)
+        _ip("link", "del", self.BRIDGE, check=False)
+        subprocess.run(["iptables", "-D", *self._forward_rule], capture_output=True, check=False)
+        self._network_up = False
+        if not up:
+            return
+        _ip("link", "add", self.BRIDGE, "type", "bridge")
+        _ip("addr", "add", f"{self.SUBNET}.1/24", "dev", self.BRIDGE)
+        _ip("link", "set", self.BRIDGE, "up")
+        # Docker sets FORWARD to DROP, and bridged frames pass through it (br_netfilter).
+        subprocess.run(["iptables", "-I", *self._forward_rule], capture_output=True, check=True)
+        for i in range(1, len(self.nodes) + 1):
+            ns, host_end, ns_end = self._namespace(i), self._veth(i), f"vpk{i}n"
+            _ip("netns", "add", ns)
+            _ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end)
+            _ip("link", "set", ns_end, "netns", ns)
+            _ip("link", "set", host_end, "master", self.BRIDGE)
+            _ip("link", "set", host_end, "up")
+            _ip("-n", ns, "addr", "add", f"{self._address(i)}/24", "dev", ns_end)
+            _ip("-n", ns, "link", "set", ns_end, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        self._network_up = True
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise KafkaStartError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from vidpipe.bus.security import KafkaSecurity, client_kwargs
 from vidpipe.errors import OpsError, RefusedError
 
 __all__ = [
@@ -98,12 +99,19 @@ async def resolve_topic(admin: Any, name: str, prefix: str) -> str:
 
 
 @asynccontextmanager
-async def connected(bootstrap_servers: str, client_id: str) -> AsyncIterator[tuple[Any, Any]]:
-    """An admin client (metadata, groups) and a group-less reader, both started."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id)
+async def connected(
+    bootstrap_servers: str, client_id: str, security: KafkaSecurity | None = None
+) -> AsyncIterator[tuple[Any, Any]]:
+    """An admin client (metadata, groups) and a group-less reader, both started.
+
+    `security`: TLS/SASL (None: from the VIDPIPE_KAFKA_* environment, as every ops client).
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id=client_id, **client_kwargs(security)
+    )
     await admin.start()
     try:
-        reader = open_reader(bootstrap_servers, client_id)
+        reader = open_reader(bootstrap_servers, client_id, security)
         await reader.start()
         try:
             yield admin, reader
@@ -113,7 +121,9 @@ async def connected(bootstrap_servers: str, client_id: str) -> AsyncIterator[tup
         await admin.close()
 
 
-def open_reader(bootstrap_servers: str, client_id: str) -> Any:
+def open_reader(
+    bootstrap_servers: str, client_id: str, security: KafkaSecurity | None = None
+) -> Any:
     """A consumer outside any group: it reads without committing, so no stage is disturbed."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
@@ -121,6 +131,7 @@ def open_reader(bootstrap_servers: str, client_id: str) -> Any:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         client_id=client_id,
+        **client_kwargs(security),
     )
 
 

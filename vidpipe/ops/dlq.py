@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from schemas.events import DeadLetter
+from vidpipe.bus.security import client_kwargs
 from vidpipe.ops import ProgressHook, Window, connected, partitions_of, read_windows
 
 __all__ = [
@@ -223,6 +224,7 @@ async def redrive_dead_letters(
             acks="all",
             enable_idempotence=True,
             client_id="vidpipe-ops-dlq",
+            **client_kwargs(None),
         )
         await producer.start()
     pending: list[tuple[TopicRedrive, Any]] = []

@@ -23,6 +23,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
+from vidpipe.bus.security import client_kwargs
 from vidpipe.ops import OpsError, RefusedError, connected, partitions_of, resolve_topic, to_millis
 
 __all__ = [
@@ -84,7 +85,9 @@ class ResetResult:
 
 async def committed_offsets(bootstrap_servers: str, group: str) -> dict[TopicPartition, int]:
     """The group's committed offsets (partitions it never committed are absent)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="vidpipe-ops")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="vidpipe-ops", **client_kwargs(None)
+    )
     await admin.start()
     try:
         offsets = await _ask(lambda: admin.list_consumer_group_offsets(group))
@@ -128,7 +131,7 @@ async def wait_until_stable(
     """Wait until `group` is Stable with at least `members` consumers in it (a member that has
     not joined yet would join later and stall the group in a rebalance). `check` runs between
     looks (e.g. to fail at once when a process died); TimeoutError names what was seen last."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_kwargs(None))
     await admin.start()
     state, count = "unknown", 0
     try:
@@ -210,6 +213,7 @@ async def _commit(bootstrap_servers: str, group: str, offsets: dict[TopicPartiti
         group_id=group,
         enable_auto_commit=False,
         client_id="vidpipe-ops-reset",
+        **client_kwargs(None),
     )
     await consumer.start()
     try:

@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from vidpipe.bus.security import client_kwargs
 from vidpipe.ops import (
     OpsError,
     ProgressHook,
@@ -122,6 +123,7 @@ async def redrive(
                 acks="all",
                 enable_idempotence=True,
                 client_id="vidpipe-ops-redrive",
+                **client_kwargs(None),
             )
             await producer.start()
             stack.push_async_callback(producer.stop)
