@@ -42,6 +42,8 @@ written against them still works.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AuthenticationFailed",
     "BodyError",
@@ -53,6 +55,7 @@ __all__ = [
     "DirectiveError",
     "DownloadNotAvailable",
     "EmulatorInputError",
+    "GatewayRefusal",
     "IncompleteVideo",
     "InputFetchError",
     "InvalidRequest",
@@ -143,6 +146,17 @@ class RefusedError(OpsError):
     """The tool refused because doing it now would be unsafe (a live group, a non-empty target)."""
 
     exit_code = 1
+
+
+class GatewayRefusal(VidpipeError):
+    """A request the gateway answers with an RFC 9457 problem: status, a slug, a detail."""
+
+    def __init__(self, status: int, slug: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.extra = extra
 
 
 class BrokerNotReadyError(VidpipeError, RuntimeError):

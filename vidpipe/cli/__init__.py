@@ -5,6 +5,7 @@
     requests.py  vidpipe submit PROMPT | --file F    publish requests; --wait follows them
                  vidpipe status [ID]                 what the records say (--json for scripts)
     ops.py       vidpipe replay records|redrive|reset, vidpipe dlq list|redrive   recovery
+    gateway.py   vidpipe gateway                     the HTTP gateway and its dashboard
     context.py   what they share: settings, the broker address, consoles, fail()
 
 The dev stack's commands (up, down, demo, emulator) live in vidpipe.dev.cli: the program's entry
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import typer
 
-from vidpipe.cli import ops, requests, run
+from vidpipe.cli import gateway, ops, requests, run
 
 __all__ = ["app", "build_app", "main"]
 
@@ -30,7 +31,13 @@ def build_app(*extra_commands: typer.Typer) -> typer.Typer:
         pretty_exceptions_enable=False,
     )
     # Without a name, a group's commands join the top level (`vidpipe run`, not `vidpipe run run`).
-    for commands in (run.commands, requests.commands, ops.commands, *extra_commands):
+    for commands in (
+        run.commands,
+        requests.commands,
+        ops.commands,
+        gateway.commands,
+        *extra_commands,
+    ):
         program.add_typer(commands)
     return program
 
