@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test chaos lint fmt schemas up down clean bench
+.PHONY: demo test test-docker chaos lint fmt schemas up down clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-system-deps.sh
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/docker
+
+# The Docker paths (docs/docker.md): an engine, Compose v2 and the local images without a
+# registry (scripts/ensure-docker.sh), the compose stack end to end, then the integration tests
+# again with Kafka and PostgreSQL from testcontainers instead of the local processes.
+DOCKER_LOCAL_IMAGES := VIDPIPE_KAFKA_IMAGE=vidpipe/kafka:local VIDPIPE_POSTGRES_IMAGE=vidpipe/postgres:local
+test-docker: $(STAMP)
+	bash scripts/ensure-system-deps.sh
+	bash scripts/ensure-docker.sh
+	$(DOCKER_LOCAL_IMAGES) $(BIN)/pytest tests/docker -s -p no:cacheprovider
+	VIDPIPE_DEV_BACKEND=docker $(DOCKER_LOCAL_IMAGES) $(BIN)/pytest tests/integration -p no:cacheprovider
 
 # The long fault run (the short one is part of `make test`); CHAOS_REQUESTS, CHAOS_SEED to vary.
 CHAOS_REQUESTS ?= 500
@@ -27,6 +37,7 @@ chaos: $(STAMP)
 	bash scripts/ensure-system-deps.sh
 	VIDPIPE_CHAOS_REQUESTS=$(CHAOS_REQUESTS) VIDPIPE_CHAOS_SEED=$(CHAOS_SEED) \
 		$(BIN)/pytest tests/chaos -s -p no:cacheprovider
+	VIDPIPE_CLUSTER_REQUESTS=$(CHAOS_REQUESTS) $(BIN)/pytest tests/cluster -s -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

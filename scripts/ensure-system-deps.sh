@@ -2,7 +2,8 @@
 # Make sure the system packages the dev stack and the tests need are present:
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres) for throwaway test clusters,
 #   - java + mvn to fetch and run the local Kafka broker,
-#   - kcat (librdkafka), a non-Python producer the codec tests publish with.
+#   - kcat (librdkafka), a non-Python producer the codec tests publish with,
+#   - pgbouncer, the transaction-mode pooler the pooler tests put in front of PostgreSQL.
 # Idempotent: installs only what is missing, and says what it did. Debian/Ubuntu (apt-get).
 # Needs root (or password-less sudo) only when something is missing.
 set -euo pipefail
@@ -33,10 +34,34 @@ if command -v mvn >/dev/null 2>&1; then
 else
     missing+=(maven)
 fi
+if command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]; then
+    log "pgbouncer: present ($( (pgbouncer --version 2>/dev/null || /usr/sbin/pgbouncer --version) | head -n 1))"
+else
+    missing+=(pgbouncer)
+fi
 if command -v kcat >/dev/null 2>&1; then
     log "kcat: present ($(kcat -V 2>/dev/null | grep -m 1 '^Version' | sed 's/ (.*//'))"
 else
     missing+=(kcat)
+fi
+
+if [[ -x /usr/bin/chromium ]]; then
+    log "chromium: present ($(/usr/bin/chromium --version 2>/dev/null | head -n 1))"
+else
+    # The dashboard's browser test; installed without recommends, so a font for its pages too.
+    missing+=(chromium fonts-liberation)
+fi
+# The three-broker cluster test puts each broker in a network namespace (ip) and lets its
+# bridge forward (iptables), so it can cut one off the network for real.
+if command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip ]]; then
+    log "ip: present"
+else
+    missing+=(iproute2)
+fi
+if command -v iptables >/dev/null 2>&1 || [[ -x /usr/sbin/iptables ]]; then
+    log "iptables: present"
+else
+    missing+=(iptables)
 fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import FallbackName
@@ -32,15 +32,42 @@ class Settings(BaseSettings):
     # Kafka's bootstrap servers ("host:port[,host:port]"). Unset: the broker a running dev stack
     # (`vidpipe up`) recorded in `state_dir`, else an error (vidpipe.bus.address has the rule).
     kafka_bootstrap: str | None = None
+    # How every Kafka client authenticates (vidpipe.bus.security; docs/kafka.md): a managed
+    # cluster wants SASL_SSL with a mechanism, user name and password; SSL alone for TLS (a
+    # client certificate and key when the broker asks for one). No CA file: the system's roots.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     topic_prefix: str = Field(default=DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9._-]*$")
     topic_partitions: int = Field(default=3, ge=1, le=1000)
     topic_replication_factor: int = Field(default=1, ge=1)
+    # min.insync.replicas of the topics vidpipe creates (None: the broker's default). With
+    # acks=all, 2 of a replication factor of 3 keeps writing through the loss of one broker.
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
+    # Per topic by suffix, as the partitions overrides: '{"generation.requested": 5}'.
+    topic_replication_overrides: dict[str, int] = Field(default_factory=dict)
+    topic_min_insync_overrides: dict[str, int] = Field(default_factory=dict)
     # Per-topic partitions by suffix: VIDPIPE_TOPIC_PARTITIONS_OVERRIDES='{"poller.due": 12}'.
     # More partitions on a stage's input topics let more replicas of that stage share the work.
     topic_partitions_overrides: dict[str, int] = Field(default_factory=dict)
 
     # Records: SQLite by default; any postgresql:// URL (Supabase's included) works too.
     database_url: str = "sqlite:///.vidpipe/vidpipe.db"
+    # A transaction-mode pooler (Supabase's on port 6543, PgBouncer) is in front of the
+    # database: no server-side prepared statements. Unset: as the URL says (port 6543 or
+    # ?pgbouncer=true); true adds ?pgbouncer=true to database_url (docs/supabase.md).
+    database_pooler: bool | None = None
+    # Supabase Storage (docs/supabase.md): public URLs for a public bucket, else signed ones
+    # valid this long; videos above the TUS threshold (Supabase's advice: 6 MB) upload resumably.
+    supabase_public_bucket: bool = True
+    supabase_signed_url_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    supabase_tus_threshold_bytes: int = Field(default=6 * 1024 * 1024, ge=0)
     # Consumers per per-message subscriber (the fallbacks) in one stage process, each its own
     # member of the stage's group with its own partitions, handled side by side: a stage that
     # mostly waits on round trips carries more per process. 1: one, in order.
@@ -112,6 +139,19 @@ class Settings(BaseSettings):
     deadletter_max_bytes: int = Field(default=900_000, ge=10_000)
     health_interval_s: float = Field(default=5.0, gt=0)
 
+    # The HTTP gateway (`vidpipe gateway`, services/gateway). Keys are kept hashed: a comma list
+    # of `name:sha256hex` (`vidpipe gateway --hash-key` prints one), never the keys themselves.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8080, ge=0, le=65535)
+    gateway_api_keys: SecretStr | None = None
+    # Per key: a sustained rate and a burst (token bucket, per gateway process).
+    gateway_rate_per_minute: float = Field(default=600.0, gt=0)
+    gateway_rate_burst: int = Field(default=60, ge=1)
+    gateway_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # An SSE stream ends after this long even if the request is not terminal (the client
+    # reconnects with Last-Event-ID), so a stuck request never pins a connection for ever.
+    gateway_sse_max_s: float = Field(default=600.0, gt=0)
+
     @field_validator("default_fallbacks")
     @classmethod
     def _known_fallbacks(cls, value: str) -> str:
@@ -133,6 +173,15 @@ class Settings(BaseSettings):
         if scheme not in {"sqlite", "postgres", "postgresql"}:
             raise ValueError("database_url must start with sqlite:// or postgresql://")
         return value
+
+    @model_validator(mode="after")
+    def _pooler_in_url(self) -> Settings:
+        # Carried in the URL, so every engine opened from the settings is pooler-safe.
+        postgres = urlsplit(self.database_url).scheme.split("+")[0] in {"postgres", "postgresql"}
+        if self.database_pooler and postgres and "pgbouncer=" not in self.database_url:
+            joiner = "&" if "?" in self.database_url else "?"
+            self.database_url = f"{self.database_url}{joiner}pgbouncer=true"
+        return self
 
     @field_validator("storage_url")
     @classmethod
@@ -160,6 +209,14 @@ class Settings(BaseSettings):
     def partitions_for(self, topic: str) -> int:
         suffix = topic.removeprefix(self.topic_prefix)
         return self.topic_partitions_overrides.get(suffix, self.topic_partitions)
+
+    def replication_for(self, topic: str) -> int:
+        suffix = topic.removeprefix(self.topic_prefix)
+        return self.topic_replication_overrides.get(suffix, self.topic_replication_factor)
+
+    def min_insync_for(self, topic: str) -> int | None:
+        suffix = topic.removeprefix(self.topic_prefix)
+        return self.topic_min_insync_overrides.get(suffix, self.topic_min_insync_replicas)
 
     def group_id(self, stage: str) -> str:
         """Each stage is one consumer group, so each scales and replays on its own."""

@@ -45,6 +45,7 @@ from vidpipe.bus.batches import handle_keyed_batch
 from vidpipe.bus.broker import BROKER_UNREACHABLE, until_broker_answers
 from vidpipe.bus.deadletter import FailureHandling
 from vidpipe.bus.health import HealthServer, StageHealth
+from vidpipe.bus.security import KafkaSecurity
 from vidpipe.db.tables import create_tables, open_engine
 from vidpipe.errors import StageWiringError
 from vidpipe.logs import configure_logging
@@ -101,7 +102,13 @@ async def _select_one(engine: AsyncEngine) -> bool:
 
 
 def open_storage(settings: Settings) -> VideoStorage:
-    return storage_from_url(settings.storage_url, base_dir=Path.cwd())
+    return storage_from_url(
+        settings.storage_url,
+        base_dir=Path.cwd(),
+        public=settings.supabase_public_bucket,
+        signed_url_ttl_s=settings.supabase_signed_url_ttl_s,
+        tus_threshold_bytes=settings.supabase_tus_threshold_bytes,
+    )
 
 
 class Resources:
@@ -194,6 +201,8 @@ class Stage:
         )
         #: The port /healthz, /readyz and the metrics are served on, once the stage runs.
         self.health_port: int | None = None
+        #: How every Kafka client of the stage authenticates (TLS/SASL from these settings).
+        self.security = KafkaSecurity.from_settings(settings)
         patient, publisher = make_broker(
             self.bootstrap_servers,
             stage=name,
@@ -204,6 +213,7 @@ class Stage:
             health=self.health,
             max_letter_bytes=settings.deadletter_max_bytes,
             graceful_timeout_s=settings.shutdown_timeout_s,
+            security=self.security,
         )
         self.broker: KafkaBroker = patient
         self.publisher: KafkaPublisher = publisher
@@ -375,6 +385,7 @@ class Stage:
             publish_dead_letter=self.publisher.publish_dead_letter,
             stage=self.name,
             targets=[self.topics.due(self.name)],
+            security=self.security,
         )
         # Registered before it starts: a start that fails halfway still stops what it began.
         self._resources.closing(self.relay.stop, "timer relay")
