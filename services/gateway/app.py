@@ -486,7 +486,7 @@ def _problems(*codes: int) -> dict[str, Any]:
     words = {
         400: "Bad request",
         401: "No valid API key",
-        403: "GatewayRefusal",
+        403: "Refused",
         404: "Not found",
         409: "Conflict",
         413: "Body too large",
