@@ -129,8 +129,11 @@ async def test_the_gateway_accepts_once_streams_and_serves_the_video(
     # The SSE stream follows the request through the stages until it is stored.
     stream = await _follow(gateway, rid)
     types = [event for event, _ in stream]
-    assert types[0] == "GenerationRequested" and types[-1] == "end", types
-    assert {"JobSubmitted", "JobSucceeded", "VideoStored"} <= set(types), types
+    # In the order the recorder logged them (the stream resumes by that `seq`): events of
+    # different topics may be logged in another order than they happened, so only the end and
+    # the set are fixed; each event carries its own `occurred_at`.
+    assert types[-1] == "end", types
+    assert {"GenerationRequested", "JobSubmitted", "JobSucceeded", "VideoStored"} <= set(types)
     assert json.loads(stream[-1][1])["status"] == "stored"
     await pipeline.wait_for([f"{prefix}-named"], until=lambda v: v.status == "stored")
 
