@@ -61,6 +61,7 @@ __all__ = [
     "Resources",
     "Stage",
     "open_storage",
+    "records_as_they_are",
 ]
 
 log = structlog.get_logger("vidpipe.stage")
@@ -83,8 +84,9 @@ DepsFactory = Callable[["Resources"], Awaitable[DepsT]]
 KEYED_BATCH_WAIT_MS = 50
 
 
-async def _records_as_they_are(msg: Any, _original: Any) -> None:
-    # A keyed batch's handler reads each record itself: one unreadable record never fails it.
+async def records_as_they_are(msg: Any, _original: Any) -> None:
+    """The decoder of a batch subscriber whose handler reads each record itself
+    (`message.raw_message`), so one unreadable record never fails its batch."""
     return None
 
 
@@ -295,7 +297,7 @@ class Stage:
                     "batch": True,
                     "max_records": self.settings.consumer_batch_max,
                     "batch_timeout_ms": KEYED_BATCH_WAIT_MS,
-                    "decoder": _records_as_they_are,
+                    "decoder": records_as_they_are,
                     **options,
                 },
             )(on_batch)

@@ -10,7 +10,7 @@ from schemas.events import PUBLIC_EVENTS, Event
 from services.recorder.handlers import RecorderDeps, handle_batch
 from vidpipe.db.records import Records
 from vidpipe.settings import Settings
-from vidpipe.stage import Deps, Resources, Stage
+from vidpipe.stage import Deps, Resources, Stage, records_as_they_are
 
 __all__ = ["create_stage"]
 
@@ -20,11 +20,6 @@ BATCH_WAIT_MS = 50
 #: trickle in, batches still fill (one transaction for many), at most `LINGER_MS` later.
 FETCH_MIN_BYTES = 64 * 1024
 LINGER_MS = 100
-
-
-async def _records_as_they_are(msg: Any, _original: Any) -> None:
-    # The handler reads each record itself, so one unreadable record never fails its batch.
-    return None
 
 
 def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) -> Stage:
@@ -47,7 +42,7 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
         batch_timeout_ms=BATCH_WAIT_MS,
         fetch_min_bytes=FETCH_MIN_BYTES,
         fetch_max_wait_ms=LINGER_MS,
-        decoder=_records_as_they_are,
+        decoder=records_as_they_are,
     )
     async def on_events(_body: Any, message: KafkaMessage, deps: Deps[RecorderDeps]) -> None:
         await handle_batch(message.raw_message, deps)
