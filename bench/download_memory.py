@@ -94,6 +94,9 @@ class _SyntheticProvider:
     async def get_job(self, job_id: str) -> ProviderJob:
         raise NotImplementedError
 
+    async def cancel_job(self, job_id: str) -> bool:
+        raise NotImplementedError("the benchmark only downloads")
+
     def download(
         self, job_id: str, generation_id: str
     ) -> AbstractAsyncContextManager[VideoDownload]:

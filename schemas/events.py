@@ -11,6 +11,8 @@ Public events (the contract with upstream producers and with the fallback subscr
     DownloadRetryScheduled -> {prefix}download.retry       (redownloader -> recorder)
     DownloadGaveUp       -> {prefix}download.gaveup        (redownloader -> failover, recorder)
     UserNotified         -> {prefix}user.notified          (notifier -> recorder)
+    CancelRequested      -> {prefix}cancel.requested       (CLI / gateway / upstream -> submitter)
+    JobCancelled         -> {prefix}job.cancelled          (submitter -> recorder)
 
 Internal messages (never produced by upstream systems):
     DeadLetter           -> {prefix}deadletter             (any stage, for poison messages)
@@ -48,6 +50,7 @@ __all__ = [
     "PROVIDER_ID_MAX_CHARS",
     "PUBLIC_EVENTS",
     "REQUEST_ID_MAX_CHARS",
+    "CancelRequested",
     "DeadLetter",
     "DownloadGaveUp",
     "DownloadRetryScheduled",
@@ -55,6 +58,7 @@ __all__ = [
     "Event",
     "FallbackName",
     "GenerationRequested",
+    "JobCancelled",
     "JobFailed",
     "JobProgressed",
     "JobState",
@@ -65,6 +69,7 @@ __all__ = [
     "RedownloadDue",
     "RequestId",
     "RequestSnapshot",
+    "SentRequest",
     "Timer",
     "UserNotified",
     "VideoStored",
@@ -111,6 +116,8 @@ HttpsUrl = Annotated[
     WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https://", "maxLength": 2048}),
 ]
 FallbackName = Literal["placeholder", "notify", "retry", "failover"]
+# A provider's registry name as requests spell it (azure-sora, gemini, ...).
+ProviderSlug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")]
 # Normalised job states shared by every provider (each client maps its own vocabulary onto these).
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -214,7 +221,7 @@ class GenerationRequested(Event):
         "1280x720"
     )
     variants: int = Field(default=1, ge=1, le=4)
-    provider: Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]{1,64}$")] | None = None
+    provider: ProviderSlug | None = None
     model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     fallbacks: list[FallbackName] | None = None
     callback_url: HttpsUrl | None = None
@@ -223,6 +230,16 @@ class GenerationRequested(Event):
         Annotated[str, StringConstraints(max_length=512)],
     ] = Field(default_factory=dict, max_length=32)
     parent_request_id: RequestId | None = None
+    failover_chain: list[ProviderSlug] | None = Field(
+        default=None,
+        max_length=8,
+        description="Providers to fail over to, in order (default: VIDPIPE_FAILOVER_CHAIN).",
+    )
+    failover_path: list[ProviderSlug] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Set by the failover stage: providers this lineage already used, in order.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -243,6 +260,23 @@ class GenerationRequested(Event):
         return int(self.size.split("x")[1])
 
 
+class SentRequest(_Recorded):
+    """A request as mapped onto what its provider accepts (vidpipe.policy.request_mapping)."""
+
+    seconds: int = Field(ge=1)
+    size: str
+    variants: int = Field(default=1, ge=1)
+    aspect_ratio: str | None = Field(default=None, description="Sent instead of a size.")
+    changes: list[str] = Field(
+        default_factory=list, description="What moved, e.g. 'seconds 5 -> 4'."
+    )
+    length_checked: bool = Field(
+        default=True,
+        description="False when the provider picks the length itself (Gemini Omni): the"
+        " stored video is not held to `seconds`.",
+    )
+
+
 class RequestSnapshot(_Recorded):
     """What the fallbacks need to know of the original request, carried along the job's events
     (JobSubmitted -> JobSucceeded -> DownloadUnavailable) so no stage has to look it up."""
@@ -258,6 +292,10 @@ class RequestSnapshot(_Recorded):
     callback_url: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     parent_request_id: str | None = None
+    failover_chain: list[str] | None = None
+    failover_path: list[str] = Field(default_factory=list)
+    #: What the submitter sent the provider (the request mapped onto what it accepts).
+    sent: SentRequest | None = None
 
     @classmethod
     def of(cls, request: GenerationRequested) -> RequestSnapshot:
@@ -273,6 +311,8 @@ class RequestSnapshot(_Recorded):
             callback_url=str(request.callback_url) if request.callback_url else None,
             metadata=dict(request.metadata),
             parent_request_id=request.parent_request_id,
+            failover_chain=request.failover_chain,
+            failover_path=list(request.failover_path),
         )
 
 
@@ -290,6 +330,12 @@ class JobSubmitted(_JobEvent):
     model: Annotated[str, StringConstraints(max_length=128)] | None = None
     status: JobState = "queued"
     expires_at: datetime | None = None
+    cost_usd: float | None = Field(
+        default=None, ge=0, description="The job's estimated cost in USD (docs/costs.md)."
+    )
+    price_version: ShortText | None = Field(
+        default=None, description="The price table the cost comes from (its date)."
+    )
 
 
 class JobProgressed(_JobEvent):
@@ -304,6 +350,10 @@ class JobSucceeded(_JobEvent):
     request: RequestSnapshot | None = None
     generation_ids: list[ProviderId] = Field(min_length=1, max_length=16)
     expires_at: datetime | None = None
+    cost_usd: float | None = Field(
+        default=None, ge=0, description="The job's final cost in USD (docs/costs.md)."
+    )
+    price_version: ShortText | None = None
 
 
 class JobFailed(Event):
@@ -312,9 +362,16 @@ class JobFailed(Event):
     provider_job_id: ProviderId | None = None
     stage: Literal["submit", "poll", "fetch"]
     reason_code: ShortText = Field(description="Machine-readable cause, e.g. output_moderation.")
+    request: RequestSnapshot | None = Field(
+        default=None, description="The request, for a failover on a provider's own failure."
+    )
     message: str = Field(
         max_length=MESSAGE_MAX_CHARS, description="Human-readable cause; never a secret."
     )
+    cost_usd: float | None = Field(
+        default=None, ge=0, description="The job's final cost in USD; 0: nothing was billed."
+    )
+    price_version: ShortText | None = None
 
 
 class DownloadUnavailable(_JobEvent):
@@ -380,6 +437,47 @@ class UserNotified(Event):
     delivered: bool
 
 
+class CancelRequested(Event):
+    """Someone no longer wants a generation (`vidpipe cancel`, the gateway, an upstream system).
+
+    Keyed by request id like every event; the submitter decides what it means (a request not yet
+    submitted never is; a job in flight is cancelled at the provider; a finished one stays)."""
+
+    event_type: Literal["CancelRequested"] = "CancelRequested"
+    # Optional for producers, as on GenerationRequested: when absent, one is derived from the
+    # request id, so a resent cancel is the same event.
+    event_id: uuid.UUID = Field(
+        default_factory=uuid.uuid4,
+        description="Optional; when absent a deterministic id is derived from request_id.",
+    )
+    source: ShortText | None = Field(default=None, description="Who asked: cli, gateway, ...")
+    reason: ShortText | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_envelope(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("event_id") and data.get("request_id"):
+            data = dict(data)
+            data["event_id"] = str(derive_event_id(str(data["request_id"]), "CancelRequested"))
+        return data
+
+
+class JobCancelled(Event):
+    """A request ended cancelled: never submitted, or its provider job stopped (the submitter)."""
+
+    event_type: Literal["JobCancelled"] = "JobCancelled"
+    provider: ProviderName | None = None
+    provider_job_id: ProviderId | None = None
+    stage: Literal["before_submit", "submitting", "in_flight"] = Field(
+        description="Where the request was: not yet submitted, being created, or at the provider."
+    )
+    provider_cancelled: bool = Field(
+        default=False,
+        description="True when the provider accepted the cancel (or deletion) of the job.",
+    )
+    message: str = Field(max_length=MESSAGE_MAX_CHARS)
+
+
 class DeadLetter(_Model):
     """A message no stage could accept, kept whole with the reason, so nothing is lost."""
 
@@ -434,6 +532,9 @@ class PollDue(Event):
     # When the job was submitted: the schedule waits in proportion to the job's age. Timers
     # scheduled before this field existed carry none and are checked at the base interval.
     submitted_at: datetime | None = None
+    # The submitter's estimate, carried to the job's JobSucceeded (docs/costs.md).
+    cost_usd: float | None = Field(default=None, ge=0)
+    price_version: ShortText | None = None
 
 
 class RedownloadDue(_Model):
@@ -455,6 +556,8 @@ PUBLIC_EVENTS: tuple[type[Event], ...] = (
     DownloadRetryScheduled,
     DownloadGaveUp,
     UserNotified,
+    CancelRequested,
+    JobCancelled,
 )
 _ALL_EVENTS: tuple[type[Event], ...] = (*PUBLIC_EVENTS, PollDue)
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in _ALL_EVENTS}

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.events import (
+    CancelRequested,
     DownloadGaveUp,
     DownloadRetryScheduled,
     DownloadUnavailable,
     Event,
     GenerationRequested,
+    JobCancelled,
     JobFailed,
     JobProgressed,
     JobSubmitted,
@@ -103,6 +105,14 @@ class Topics:
         return self._t("user.notified")
 
     @property
+    def cancel_requested(self) -> str:
+        return self._t("cancel.requested")
+
+    @property
+    def job_cancelled(self) -> str:
+        return self._t("job.cancelled")
+
+    @property
     def deadletter(self) -> str:
         return self._t("deadletter")
 
@@ -135,6 +145,8 @@ class Topics:
             DownloadRetryScheduled: self.download_retry,
             DownloadGaveUp: self.download_gaveup,
             UserNotified: self.user_notified,
+            CancelRequested: self.cancel_requested,
+            JobCancelled: self.job_cancelled,
         }[cls]
 
     def public(self) -> list[str]:
@@ -149,6 +161,8 @@ class Topics:
             self.download_retry,
             self.download_gaveup,
             self.user_notified,
+            self.cancel_requested,
+            self.job_cancelled,
             self.deadletter,
         ]
 

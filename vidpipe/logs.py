@@ -16,8 +16,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
-__all__ = ["QUIET_LOGGERS", "configure_logging", "redact", "redact_url"]
+__all__ = ["QUIET_LOGGERS", "add_trace_ids", "configure_logging", "redact", "redact_url"]
 
 #: Libraries held at WARNING: aiokafka is chatty about group membership at INFO; httpx logs
 #: every request's full URL (query string included) at INFO, httpcore every connection at DEBUG.
@@ -106,9 +107,23 @@ def _redact_processor(
     return event_dict
 
 
+def add_trace_ids(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """`trace_id` and `span_id` (hex, as trace backends show them) of the current span, when
+    there is one, so a log line leads to its trace; `request_id` comes from the context the
+    consumers bind (`vidpipe.bus.tracing`) or the line itself."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", trace.format_trace_id(context.trace_id))
+        event_dict.setdefault("span_id", trace.format_span_id(context.span_id))
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

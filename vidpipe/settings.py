@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -19,6 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.events import FallbackName
 from schemas.topics import DEFAULT_PREFIX, Topics
 from vidpipe.logs import redact
+from vidpipe.policy.budgets import Budget
+
+if TYPE_CHECKING:
+    from vidpipe.policy.prices import PriceTable
 
 __all__ = ["Settings"]
 
@@ -96,6 +100,13 @@ class Settings(BaseSettings):
     poll_age_share: float = Field(default=0.1, ge=0, le=1)
     # How long an over-quota request waits before the submitter looks again.
     quota_wait_s: float = Field(default=5.0, gt=0)
+    # Costs and budgets (docs/costs.md): a TOML price table replacing the built-in one; the
+    # budgets as JSON ('[{"period":"day","limit_usd":50,"key":"tenant"}]') or a JSON file (both
+    # count); how long a request over a `wait` budget waits before it is checked again.
+    prices_file: Path | None = None
+    budgets: list[Budget] = Field(default_factory=list)
+    budgets_file: Path | None = None
+    budget_wait_s: float = Field(default=60.0, gt=0)
     # Transient download errors the fetcher retries in place before reporting the download missing.
     download_attempts: int = Field(default=3, ge=1, le=10)
     # One video's whole download (every attempt) must finish within this; a hit is transient.
@@ -116,6 +127,9 @@ class Settings(BaseSettings):
     # download is unavailable; "after_retry": when the redownloader gives up).
     failover_provider: str | None = None
     failover_when: str = Field(default="after_retry", pattern="^(immediate|after_retry)$")
+    # The ordered providers to fail over to ("gemini,fal"); wins over failover_provider, which
+    # stays a chain of one. A request's own `failover_chain` wins over both.
+    failover_chain: str = Field(default="", pattern=r"^[a-z0-9, -]*$")
     # Notifier: Standard-Webhooks secret ("whsec_" + base64), an optional CA bundle for callbacks.
     webhook_secret: SecretStr | None = None
     webhook_ca_file: Path | None = None
@@ -127,6 +141,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field(default="console", pattern="^(console|json)$")
     metrics_port: int | None = None
+    # How often a stage serving metrics samples its consumer lag, timers pending, and the
+    # records' / ledger's gauges (each sample is a few admin or SQL queries).
+    metrics_interval_s: float = Field(default=15.0, gt=0)
 
     # The failure model (docs/guarantees.md): deliveries a message gets when it fails for a reason
     # of its own before it is dead-lettered; the back-off between deliveries (doubling, capped;
@@ -194,6 +211,41 @@ class Settings(BaseSettings):
         # repr(), str() and rich all read this: every text value goes out redacted.
         for name, value in super().__repr_args__():
             yield name, redact(value) if isinstance(value, str) else value
+
+    @cached_property
+    def price_table(self) -> PriceTable:
+        """The built-in prices, or `prices_file`'s (a bad file is a ConfigurationError)."""
+        from vidpipe.policy.prices import DEFAULT_PRICES, parse_price_table
+
+        if self.prices_file is None:
+            return DEFAULT_PRICES
+        import tomllib
+
+        from vidpipe.errors import ConfigurationError
+
+        try:
+            return parse_price_table(tomllib.loads(self.prices_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(
+                f"VIDPIPE_PRICES_FILE {self.prices_file}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    @cached_property
+    def all_budgets(self) -> list[Budget]:
+        """`budgets` and those of `budgets_file` (a JSON list of the same objects)."""
+        if self.budgets_file is None:
+            return list(self.budgets)
+        from pydantic import TypeAdapter, ValidationError
+
+        from vidpipe.errors import ConfigurationError
+
+        try:
+            text = self.budgets_file.read_text(encoding="utf-8")
+            return [*self.budgets, *TypeAdapter(list[Budget]).validate_json(text)]
+        except (OSError, ValidationError) as exc:
+            raise ConfigurationError(
+                f"VIDPIPE_BUDGETS_FILE {self.budgets_file}: {type(exc).__name__}"
+            ) from None
 
     @cached_property
     def topics(self) -> Topics:

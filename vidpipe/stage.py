@@ -38,6 +38,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import Event
+from schemas.topics import timer_topics as timer_topics_of
 from vidpipe.bus import KafkaPublisher, RedeliveryBackoff, TimerRelay, make_broker
 from vidpipe.bus.address import broker_address
 from vidpipe.bus.admin import ensure_all_topics
@@ -45,10 +46,13 @@ from vidpipe.bus.batches import handle_keyed_batch
 from vidpipe.bus.broker import BROKER_UNREACHABLE, until_broker_answers
 from vidpipe.bus.deadletter import FailureHandling
 from vidpipe.bus.health import HealthServer, StageHealth
+from vidpipe.bus.lag import GroupLag
 from vidpipe.bus.security import KafkaSecurity
+from vidpipe.bus.tracing import configure_tracing
 from vidpipe.db.tables import create_tables, open_engine
 from vidpipe.errors import StageWiringError
 from vidpipe.logs import configure_logging
+from vidpipe.metrics import Metrics, activate
 from vidpipe.net.images import InputImageFetcher
 from vidpipe.providers import open_providers
 from vidpipe.providers.base import ProviderClient
@@ -191,6 +195,12 @@ class Stage:
         self.topics = settings.topics
         self.timers = timers
         self.metrics = CollectorRegistry()
+        #: The domain metrics (vidpipe.metrics) on the same registry; current in the stage's tasks.
+        self.domain = Metrics(name, self.metrics)
+        #: Gauges read on an interval while metrics are served (`sample`), and the consumer
+        #: groups whose lag is sampled (every subscriber's, the timer relay's).
+        self._samplers: list[Callable[[], Awaitable[None]]] = []
+        self._groups: set[str] = set()
         #: Failed deliveries of this stage's messages, and the wait before each comes again.
         self.backoff = RedeliveryBackoff(
             first_s=settings.handler_backoff_first_s,
@@ -216,6 +226,7 @@ class Stage:
             max_letter_bytes=settings.deadletter_max_bytes,
             graceful_timeout_s=settings.shutdown_timeout_s,
             security=self.security,
+            domain=self.domain,
         )
         self.broker: KafkaBroker = patient
         self.publisher: KafkaPublisher = publisher
@@ -251,6 +262,7 @@ class Stage:
         options.setdefault("group_id", self.settings.group_id(self.name))
         options.setdefault("ack_policy", AckPolicy.NACK_ON_ERROR)
         options.setdefault("auto_offset_reset", "earliest")
+        self._groups.add(str(options["group_id"]))
         workers = self.settings.consumer_workers
         if workers > 1 and len(topics) == 1 and not options.get("batch"):
             # FastStream's partition-parallel subscriber: one consumer per worker, each in the
@@ -312,10 +324,13 @@ class Stage:
             raise StageWiringError(
                 f"stage {self.name!r} has subscribers but no @stage.dependencies factory"
             )
+        # Before the broker starts its consumers: their tasks inherit this stage's metrics.
+        activate(self.domain)
         async with contextlib.AsyncExitStack() as stack:
             resources = Resources(self.name, self.settings, stack)
             self._resources = resources
             stack.callback(self._forget_resources)
+            stack.callback(self._samplers.clear)  # the next run's factory registers its own
             if self.settings.metrics_port is not None:
                 self._serve_metrics(resources, self.settings.metrics_port)
             if self._deps_factory is not None:
@@ -346,6 +361,47 @@ class Stage:
             await asyncio.to_thread(server.stop)
 
         resources.closing(stop, "metrics server")
+        sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
+
+        async def stop_sampler() -> None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+
+        resources.closing(stop_sampler, "metrics sampler")
+
+    def sample(self, sampler: Callable[[], Awaitable[None]]) -> None:
+        """Run `sampler` (it sets gauges of `self.domain`) every `metrics_interval_s` while
+        metrics are served; a failing sample is logged and the next one tried."""
+        self._samplers.append(sampler)
+
+    async def _sample_forever(self) -> None:
+        """Consumer lag of the stage's groups, timers pending, and every `sample`."""
+        groups = set(self._groups)
+        timer_topics: set[str] = set()
+        if self.timers:
+            groups.add(self.settings.group_id(f"{self.name}.timers"))
+            timer_topics = set(timer_topics_of(self.topics.timers(self.name)))
+        lag = GroupLag(
+            self.bootstrap_servers,
+            sorted(groups),
+            client_id=f"vidpipe-{self.name}-metrics",
+            security=self.security,
+        )
+        try:
+            while True:
+                try:
+                    self.domain.set_lag(await lag.read(), timer_topics)
+                except Exception as exc:  # the broker away: the next sample tries again
+                    log.debug("lag_sample_failed", stage=self.name, error=type(exc).__name__)
+                for sample in list(self._samplers):
+                    try:
+                        await sample()
+                    except Exception as exc:
+                        log.debug("sample_failed", stage=self.name, error=type(exc).__name__)
+                await asyncio.sleep(self.settings.metrics_interval_s)
+        finally:
+            await lag.aclose()
 
     async def _probe_forever(self, resources: Resources) -> None:
         """Check the broker and the database every `health_interval_s`, for /readyz."""
@@ -410,4 +466,10 @@ class Stage:
         """Run until SIGINT/SIGTERM (FastStream handles both)."""
         configure_logging(self.settings.log_level, self.settings.log_format)
         log.info("stage_starting", stage=self.name, topics_prefix=self.topics.prefix)
-        asyncio.run(self.app.run())
+        # Off unless OTEL_* says where spans go (vidpipe.bus.tracing).
+        tracing = configure_tracing(self.name)
+        try:
+            asyncio.run(self.app.run())
+        finally:
+            if tracing is not None:
+                tracing.shutdown()  # sends the spans still buffered

@@ -52,7 +52,8 @@ class FakeProvider:
     `lose_create_answers` is above 0 it creates the job and raises `CreateOutcomeUnknown`, as a
     lost answer would; `list_jobs` lists every job created, with what it was asked for; `get_job`
     answers the next entry of `statuses` (raising it if it is an error); `download` streams
-    `video` in 1000-byte chunks, unless `download_errors` has an error left to raise.
+    `video` in 1000-byte chunks, unless `download_errors` has an error left to raise;
+    `cancel_job` records the id and answers `cancel_accepted`.
     """
 
     name: str = "azure-sora"
@@ -67,6 +68,9 @@ class FakeProvider:
     jobs: list[ProviderJob] = field(default_factory=list)
     list_calls: list[datetime] = field(default_factory=list)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: The job ids `cancel_job` was asked for, and what it answers.
+    cancelled: list[str] = field(default_factory=list)
+    cancel_accepted: bool = True
 
     async def create_job(self, spec: VideoSpec, *, idempotency_key: str) -> ProviderJob:
         self.created.append((spec, idempotency_key))
@@ -116,6 +120,10 @@ class FakeProvider:
         self, job_id: str, generation_id: str
     ) -> AbstractAsyncContextManager[VideoDownload]:
         return self._download()
+
+    async def cancel_job(self, job_id: str) -> bool:
+        self.cancelled.append(job_id)
+        return self.cancel_accepted
 
     async def aclose(self) -> None:
         return None

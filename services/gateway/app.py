@@ -1,6 +1,7 @@
 """Gateway wiring: the Starlette app (routes, keys, limits, problem+json) and its OpenAPI document.
 
 HTTP POST /v1/generations -> {prefix}generation.requested; the reads come from the records.
+HTTP POST /v1/generations/{id}/cancel -> {prefix}cancel.requested.
 The logic is in handlers.py; this module parses HTTP, authenticates and renders.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -24,8 +26,9 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.events import GenerationRequested
 from services.gateway.handlers import (
@@ -50,6 +53,7 @@ from services.gateway.handlers import (
     get_generation,
     list_generations,
     redrive,
+    request_cancel,
     stages_overview,
     video_source,
 )
@@ -57,6 +61,7 @@ from vidpipe.bus.admin import ensure_all_topics
 from vidpipe.bus.upstream import RequestPublisher
 from vidpipe.db.tables import open_engine
 from vidpipe.errors import GatewayRefusal
+from vidpipe.metrics import Metrics
 from vidpipe.policy.projection import TERMINAL_STATUSES
 from vidpipe.providers import configured_providers, max_concurrent_jobs
 from vidpipe.settings import Settings
@@ -255,6 +260,9 @@ async def create_generation(request: Request) -> Response:
     headers = {"Location": answer.status_url}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
+    request.app.state.metrics.generations_accepted.labels(
+        "resent" if replayed else "accepted"
+    ).inc()
     return _model(answer, 202, headers)
 
 
@@ -300,6 +308,12 @@ async def generation(request: Request) -> Response:
     if found is None:
         raise GatewayRefusal(404, "not-found", "no such generation")
     return _model(found)
+
+
+async def cancel_generation(request: Request) -> Response:
+    key_name = _authenticate(request)
+    answer = await request_cancel(_deps(request), key_name, _request_id(request))
+    return _model(answer, 202, {"Location": answer.status_url})
 
 
 async def generation_events(request: Request) -> Response:
@@ -367,9 +381,56 @@ async def ops_redrive(request: Request) -> Response:
     return _model(await redrive(_deps(request), ask))
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text: the gateway's HTTP requests and what it accepted (no auth, as a stage's
+    metrics port: route templates and counts only, never a key or a request id)."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _Metered:
+    """ASGI middleware: each HTTP request counted by route template, method and status, and
+    timed until its response starts (an SSE stream is not timed for its whole life)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = _route_of(scope)
+        method = str(scope.get("method", "GET"))
+        started = time.monotonic()
+        status = 500  # what an exception escaping the app becomes
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                self.metrics.http_seconds.labels(route, method).observe(time.monotonic() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.metrics.http_requests.labels(route, method, str(status)).inc()
+
+
+def _route_of(scope: Scope) -> str:
+    # The template, not the path: a label per request id would grow without bound.
+    for route in ROUTES:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return str(getattr(route, "path", "?"))
+    return "unmatched"
+
+
 ROUTES = [
     Route("/", index),
     Route("/healthz", healthz),
+    Route("/metrics", metrics_endpoint),
     Route("/v1/session", session_open, methods=["POST"]),
     Route("/v1/session", session_show, methods=["GET"]),
     Route("/v1/session", session_close, methods=["DELETE"]),
@@ -377,6 +438,7 @@ ROUTES = [
     Route("/v1/generations", generations, methods=["GET"]),
     Route("/v1/generations/{request_id}", generation, methods=["GET"]),
     Route("/v1/generations/{request_id}/events", generation_events, methods=["GET"]),
+    Route("/v1/generations/{request_id}/cancel", cancel_generation, methods=["POST"]),
     Route("/v1/generations/{request_id}/video", generation_video, methods=["GET"]),
     Route("/v1/ops/stages", ops_stages, methods=["GET"]),
     Route("/v1/ops/deadletters", ops_dead_letters, methods=["GET"]),
@@ -404,6 +466,7 @@ def create_app(settings: Settings, *, bootstrap_servers: str) -> Starlette:
                 engine=engine,
                 topics=settings.topics,
                 publish=pub.publish,
+                publish_cancel=pub.publish_cancel,
                 bootstrap_servers=bootstrap_servers,
                 group_id=settings.group_id,
                 storage_root=root,
@@ -432,6 +495,8 @@ def create_app(settings: Settings, *, bootstrap_servers: str) -> Starlette:
     )
     app.state.max_body = settings.gateway_max_body_bytes
     app.state.sse_max_s = settings.gateway_sse_max_s
+    app.state.metrics = Metrics("gateway")
+    app.add_middleware(_Metered, metrics=app.state.metrics)
     return app
 
 
@@ -592,6 +657,19 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "One generation's record",
                 "parameters": [_ID_PARAM],
                 "responses": {"200": _json("Generation", "The record"), **_problems(404), **read},
+            }
+        },
+        "/v1/generations/{request_id}/cancel": {
+            "post": {
+                "summary": "Stop a generation: publishes a CancelRequested keyed by request id",
+                "description": "Not yet submitted: it never is; in flight: its job is cancelled "
+                "at the provider; the record ends `cancelled`. 409 once the job has ended.",
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "202": _json("Accepted", "The cancel was published"),
+                    **_problems(403, 404, 409, 503),
+                    **read,
+                },
             }
         },
         "/v1/generations/{request_id}/events": {

@@ -54,13 +54,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from schemas.events import GenerationRequested
+from schemas.events import CancelRequested, GenerationRequested
 from schemas.topics import TIMER_STAGES, Topics, timer_topics
 from services.registry import STAGES
 from vidpipe.db.tables import events, insert_ignore, projects, provider_slots
 from vidpipe.errors import GatewayRefusal
 from vidpipe.ops import connected
 from vidpipe.ops.dlq import list_dead_letters, redrive_dead_letters
+from vidpipe.policy.cancel import cancel_refusal
 from vidpipe.policy.projection import STATUS_RANK, TERMINAL_STATUSES
 
 __all__ = [
@@ -146,6 +147,11 @@ class Generation(_Out):
     retry_attempts: int | None = None
     parent_request_id: str | None = None
     failover_request_id: str | None = None
+    estimated_cost_usd: float | None = Field(
+        default=None, description="The job's estimated cost at submission (USD)."
+    )
+    cost_usd: float | None = Field(default=None, description="The job's final cost (USD).")
+    price_version: str | None = Field(default=None, description="The price table's date.")
     created_at: datetime
     updated_at: datetime
     terminal: bool
@@ -318,6 +324,8 @@ class GatewayDeps:
     #: The local storage folder, when videos are files (served by the gateway), else None.
     storage_root: Path | None = None
     quota: Mapping[str, int] = field(default_factory=dict)
+    #: Publishes a CancelRequested (`POST /v1/generations/{id}/cancel`); None: refused (503).
+    publish_cancel: Callable[[CancelRequested], Awaitable[None]] | None = None
 
 
 def _aware(value: datetime) -> datetime:
@@ -436,6 +444,33 @@ async def accept_generation(
     return _accepted(rid, "requested"), False
 
 
+async def request_cancel(deps: GatewayDeps, key_name: str, request_id: str) -> Accepted:
+    """Publish a CancelRequested for a generation that can still be stopped.
+
+    404 for an id nobody asked for, 409 once its job has ended (a cancel would change
+    nothing), 503 when the broker is unavailable; the submitter's ledger decides for real."""
+    status = await _status_of(deps, request_id)
+    if status is None and await _remembered(deps, accepted_requests.c.request_id == request_id):
+        status = "requested"  # accepted here, not recorded yet
+    if status is None:
+        raise GatewayRefusal(404, "not-found", "no such generation")
+    refused = cancel_refusal(request_id, status)
+    if refused is not None:
+        raise GatewayRefusal(409, "not-cancellable", refused)
+    cancel = CancelRequested.model_validate({"request_id": request_id, "source": "gateway"})
+    try:
+        if deps.publish_cancel is None:
+            raise RuntimeError("no cancel publisher")
+        await deps.publish_cancel(cancel)
+    except Exception as exc:
+        log.warning("cancel_publish_failed", request_id=request_id, error=type(exc).__name__)
+        raise GatewayRefusal(
+            503, "broker-unavailable", "the cancel could not be published; retry"
+        ) from None
+    log.info("cancel_requested", request_id=request_id, api_key=key_name)
+    return _accepted(request_id, status)
+
+
 def _generation(row: Any) -> Generation:
     rid = str(row["request_id"])
     return Generation(
@@ -452,6 +487,9 @@ def _generation(row: Any) -> Generation:
         retry_attempts=row["retry_attempts"],
         parent_request_id=row["parent_request_id"],
         failover_request_id=row["failover_request_id"],
+        estimated_cost_usd=row["estimated_cost_usd"],
+        cost_usd=row["cost_usd"],
+        price_version=row["price_version"],
         created_at=_aware(row["created_at"]),
         updated_at=_aware(row["updated_at"]),
         terminal=row["status"] in TERMINAL_STATUSES,
@@ -604,6 +642,7 @@ def _groups(deps: GatewayDeps) -> list[tuple[str, str, str]]:
     """(group id, stage, role) of every consumer group the stages use."""
     found = [(deps.group_id(stage), stage, "stage") for stage in STAGES]
     found.append((deps.group_id("submitter.slots"), "submitter", "quota slots"))
+    found.append((deps.group_id("submitter.cancel"), "submitter", "cancels"))
     found.extend((deps.group_id(f"{s}.timers"), s, "timer relay") for s in TIMER_STAGES)
     return found
 

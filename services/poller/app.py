@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.events import JobFailed, JobProgressed, JobSubmitted, JobSucceeded, PollDue
 from services.poller.handlers import PollerDeps, handle_job_submitted, handle_poll_due
+from vidpipe.db.ledger import Ledger
 from vidpipe.settings import Settings
 from vidpipe.stage import Deps, Resources, Stage
 
@@ -26,6 +27,8 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             providers=resources.providers(),
             publisher=stage.publisher,
             topics=topics,
+            # The submitter's ledger: a cancelled job is checked no more (services/poller).
+            gate=Ledger(await resources.engine()),
             first_s=settings.poll_first_s,
             interval_s=settings.poll_interval_s,
             max_interval_s=settings.poll_max_interval_s,

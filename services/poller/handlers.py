@@ -7,6 +7,10 @@ Writes:  {prefix}job.progressed  JobProgressed (only when status or progress cha
          {prefix}job.failed      JobFailed (stage="poll")
          {prefix}timers.poller   Timer carrying the next PollDue
 
+A cancelled request (the submitter's ledger says so) is checked no more: its due check ends
+without a provider call, and an outcome seen as the cancel took the claim is dropped
+(`Ledger.finish` decides which of the two came first), so nothing downstream runs for it.
+
 The handlers do the I/O (ask the provider, publish, schedule); what a check means is decided by
 `vidpipe.policy.polling`, a pure function of the check, the provider's answer and the time.
 Every event id is derived from the request and the step, so a check repeated after a crash emits
@@ -18,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -26,6 +31,8 @@ from schemas.topics import Topics
 from vidpipe.bus import Publisher
 from vidpipe.errors import ProviderError
 from vidpipe.policy.polling import (
+    CANCELLED,
+    Cancelled,
     NotConfigured,
     ObservedJob,
     PollOutcome,
@@ -35,9 +42,19 @@ from vidpipe.policy.polling import (
 )
 from vidpipe.providers.base import ProviderClient
 
-__all__ = ["PollerDeps", "handle_job_submitted", "handle_poll_due"]
+__all__ = ["JobGate", "PollerDeps", "handle_job_submitted", "handle_poll_due"]
 
 log = structlog.get_logger("vidpipe.poller")
+
+
+class JobGate(Protocol):
+    """Whether a job is still wanted (the submitter's ledger, `vidpipe.db.ledger.Ledger`)."""
+
+    async def is_cancelled(self, request_id: str) -> bool: ...
+
+    async def finish(self, request_id: str) -> bool:
+        """Close the job's claim as ended; False when a cancel took it first."""
+        ...
 
 
 @dataclass
@@ -45,6 +62,8 @@ class PollerDeps:
     providers: Mapping[str, ProviderClient]
     publisher: Publisher
     topics: Topics
+    #: None: no cancels are honoured (unit tests and benchmarks without a database).
+    gate: JobGate | None = None
     first_s: float = 1.0
     interval_s: float = 5.0
     max_interval_s: float = 60.0
@@ -70,8 +89,10 @@ async def handle_job_submitted(event: JobSubmitted, deps: PollerDeps) -> None:
 
 async def handle_poll_due(due: PollDue, deps: PollerDeps) -> None:
     client = deps.providers.get(due.provider)
-    seen: ObservedJob | ProviderError | NotConfigured
-    if client is None:
+    seen: ObservedJob | ProviderError | NotConfigured | Cancelled
+    if deps.gate is not None and await deps.gate.is_cancelled(due.request_id):
+        seen = CANCELLED  # no provider call for a job nobody wants
+    elif client is None:
         seen = NotConfigured()
     else:
         try:
@@ -79,6 +100,9 @@ async def handle_poll_due(due: PollDue, deps: PollerDeps) -> None:
         except ProviderError as exc:
             seen = exc
     outcome = decide_check(due, seen, deps.schedule, deps.clock())
+    if outcome.ended and deps.gate is not None and not await deps.gate.finish(due.request_id):
+        # The cancel took the claim before this outcome did: it is not announced.
+        outcome = decide_check(due, CANCELLED, deps.schedule, deps.clock())
     logger = log.bind(request_id=due.request_id, provider_job_id=due.provider_job_id)
     # One line per check at DEBUG: which replica checked which job (the scaling test reads it).
     logger.debug("job_checked", verdict=outcome.verdict)
@@ -87,6 +111,8 @@ async def handle_poll_due(due: PollDue, deps: PollerDeps) -> None:
             logger.info("job_succeeded", generations=len(event.generation_ids))
         elif isinstance(event, JobFailed):
             logger.warning("job_failed", reason_code=event.reason_code)
+    if outcome.verdict == "cancelled":
+        logger.info("cancelled_job_not_checked")
     if outcome.verdict == "transient_error":
         logger.warning("poll_transient_error", code=outcome.reason_code, retry_in_s=outcome.delay_s)
     await _carry_out(outcome, deps)

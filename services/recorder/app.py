@@ -29,8 +29,14 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
 
     @stage.dependencies
     async def build_deps(resources: Resources) -> RecorderDeps:
+        records = Records(await resources.engine())
+
+        async def count_statuses() -> None:
+            stage.domain.set_requests(await records.status_counts())
+
+        stage.sample(count_statuses)
         return RecorderDeps(
-            records=Records(await resources.engine()),
+            records=records,
             failures=stage.failures,
             model_for_topic=model_for_topic,
         )

@@ -23,10 +23,11 @@ from typing import Any
 
 import structlog
 
-from schemas.events import Event
+from schemas.events import Event, VideoStored
 from vidpipe.bus.batches import read_record
 from vidpipe.bus.deadletter import Failure, FailureHandling, classify, describe_poison
 from vidpipe.db.records import Records
+from vidpipe.metrics import current as current_metrics
 
 __all__ = ["RecorderDeps", "handle_batch", "handle_event", "read_event"]
 
@@ -73,6 +74,7 @@ async def handle_batch(batch: Sequence[Any], deps: RecorderDeps) -> int:
         if classify(exc) is Failure.WORLD:
             raise  # the whole batch comes again once the database answers
         fresh = [await _record_alone(record, event, deps) for record, event in readable]
+    await _observe_latency([e for (_r, e), new in zip(readable, fresh, strict=True) if new], deps)
     # Letters go out after the batch is committed: a batch the database failed is delivered
     # again, and its letters would be sent twice.
     for record, problem in unreadable:
@@ -81,6 +83,25 @@ async def handle_batch(batch: Sequence[Any], deps: RecorderDeps) -> int:
     recorded = sum(fresh)
     log.info("recorded_batch", events=len(batch), new=recorded, dead_lettered=len(unreadable))
     return recorded
+
+
+async def _observe_latency(recorded: Sequence[Event], deps: RecorderDeps) -> None:
+    """`vidpipe_end_to_end_seconds` for each video newly recorded as stored (its first variant:
+    one observation per request and kind), from its request's GenerationRequested."""
+    stored = [e for e in recorded if isinstance(e, VideoStored) and e.variant_index == 0]
+    if not stored:
+        return
+    try:
+        asked = await deps.records.requested_at([e.request_id for e in stored])
+    except Exception as exc:  # a metric never fails a batch already committed
+        log.debug("latency_lookup_failed", error=type(exc).__name__)
+        return
+    for event in stored:
+        if event.request_id in asked:
+            seconds = (event.occurred_at - asked[event.request_id]).total_seconds()
+            current_metrics().stored_after(
+                event.provider, placeholder=event.placeholder, seconds=seconds
+            )
 
 
 async def _record_alone(record: Any, event: Event, deps: RecorderDeps) -> bool:

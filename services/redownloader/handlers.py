@@ -9,10 +9,12 @@ Writes:  {prefix}video.stored           VideoStored (placeholder=false) when a r
 
 The seed's "background job that retries every hour", without cron. When each retry goes and when
 to give up is `vidpipe.policy.redownload` (intervals doubling from `initial_s` up to
-`max_interval_s`, never past the provider's `expires_at`). A success goes through the fetcher's
-own streamed, validated store path (`vidpipe.usecases.fetch_video.fetch_and_store`). A policy
-with neither `retry` nor `failover` is given up at once (`DownloadGaveUp`, `not_pursued`, 0
-attempts), so the request ends instead of resting as `download_unavailable`.
+`max_interval_s`), never past the fetch deadline: the provider's `expires_at`, or its documented
+result lifetime when it states none, less a margin (`vidpipe.policy.expiry`). A success goes
+through the fetcher's own streamed, validated store path
+(`vidpipe.usecases.fetch_video.fetch_and_store`). A policy with neither `retry` nor `failover`
+is given up at once (`DownloadGaveUp`, `not_pursued`, 0 attempts), so the request ends instead
+of resting as `download_unavailable`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from schemas.events import (
 from schemas.topics import Topics
 from vidpipe.bus import Publisher
 from vidpipe.errors import ProviderError
+from vidpipe.policy.expiry import fetch_deadline
 from vidpipe.policy.fallbacks import policy, pursues_real_video
 from vidpipe.policy.redownload import (
     GiveUp,
@@ -95,7 +98,7 @@ async def handle_retry_due(due: RedownloadDue, deps: RedownloaderDeps) -> None:
     attempt = due.retry_attempt
     event = due.unavailable
     logger = log.bind(request_id=event.request_id, attempt=attempt)
-    expired = before_attempt(attempt, event.expires_at, deps.clock())
+    expired = before_attempt(attempt, _deadline(event), deps.clock())
     if expired is not None:
         await _give_up(event, expired, deps)
         return
@@ -132,7 +135,7 @@ async def _schedule_or_give_up(
     event: DownloadUnavailable, *, attempt: int, reason: str, deps: RedownloaderDeps
 ) -> None:
     now = deps.clock()
-    plan = plan_retry(attempt, event.expires_at, deps.schedule, now)
+    plan = plan_retry(attempt, _deadline(event), deps.schedule, now)
     if isinstance(plan, GiveUp):
         await _give_up(event, plan, deps)
         return
@@ -165,6 +168,12 @@ async def _schedule_or_give_up(
             event.request_id, "redownload-timer", event.generation_id, attempt
         ),
     )
+
+
+def _deadline(event: DownloadUnavailable) -> datetime | None:
+    """The last moment to try: before the provider's URL dies (`vidpipe.policy.expiry`), from the
+    job's own expiry or, when it states none, the provider's documented lifetime."""
+    return fetch_deadline(event.provider, event.expires_at, event.attempted_at)
 
 
 async def _give_up(event: DownloadUnavailable, verdict: GiveUp, deps: RedownloaderDeps) -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from schemas.events import GenerationRequested, JobFailed, JobSubmitted, JobSucceeded
+from schemas.events import (
+    CancelRequested,
+    GenerationRequested,
+    JobCancelled,
+    JobFailed,
+    JobSubmitted,
+    JobSucceeded,
+)
 from services.submitter.handlers import (
     SubmitterDeps,
+    handle_cancel_requested,
     handle_generation_requested,
     handle_job_finished,
 )
+from vidpipe.db.budgets import BudgetLedger
 from vidpipe.db.ledger import Ledger
 from vidpipe.providers import configured_providers, max_concurrent_jobs
 from vidpipe.settings import Settings
@@ -22,7 +31,7 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
         settings,
         bootstrap_servers=bootstrap_servers,
         timers=True,
-        publishes=(JobSubmitted, JobFailed),
+        publishes=(JobSubmitted, JobFailed, JobCancelled),
     )
     topics = stage.topics
 
@@ -30,9 +39,21 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
     async def build_deps(resources: Resources) -> SubmitterDeps:
         # Read once: each provider's quota comes from its own settings.
         quotas = {name: max_concurrent_jobs(name) for name in configured_providers()}
+        providers = resources.providers()  # opened first, closed last
+        ledger = Ledger(await resources.engine())
+
+        async def sample_quota() -> None:
+            usage = await ledger.usage()
+            for provider in sorted(set(usage) | set(quotas)):
+                in_use, in_flight = usage.get(provider, (0, 0))
+                stage.domain.set_quota(
+                    provider, in_use=in_use, in_flight=in_flight, limit=quotas.get(provider)
+                )
+
+        stage.sample(sample_quota)
         return SubmitterDeps(
-            providers=resources.providers(),
-            ledger=Ledger(await resources.engine()),
+            providers=providers,
+            ledger=ledger,
             publisher=stage.publisher,
             topics=topics,
             default_provider=settings.default_provider,
@@ -40,6 +61,10 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             fetch_image=resources.image_fetcher(),
             quota_wait_s=settings.quota_wait_s,
             allow_private_urls=settings.allow_private_urls,
+            prices=settings.price_table,
+            budgets=settings.all_budgets,
+            budget_ledger=BudgetLedger(ledger.engine),
+            budget_wait_s=settings.budget_wait_s,
         )
 
     # A consumer batch at a time, its requests side by side (vidpipe.bus.batches).
@@ -57,6 +82,14 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
         group_id=settings.group_id("submitter.slots"),
     )
     async def on_finished(event: JobSucceeded | JobFailed, deps: Deps[SubmitterDeps]) -> None:
-        await handle_job_finished(event.request_id, deps)
+        await handle_job_finished(event.request_id, deps, event)
+
+    # Its own group, so a cancel is not queued behind a backlog of requests.
+    @stage.keyed_batches(
+        {topics.cancel_requested: CancelRequested},
+        group_id=settings.group_id("submitter.cancel"),
+    )
+    async def on_cancel(event: CancelRequested, deps: Deps[SubmitterDeps]) -> None:
+        await handle_cancel_requested(event, deps)
 
     return stage

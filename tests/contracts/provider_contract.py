@@ -150,6 +150,26 @@ class RefusesUnknownJobs:
         assert not info.value.retryable
 
 
+class CancelsJobs:
+    async def test_cancel_job_stops_a_job_in_flight_and_refuses_an_unknown_one(
+        self, backend: ProviderBackend
+    ) -> None:
+        async with backend.client() as client:
+            # Slow, so the job is still queued when the cancel comes: fal cancels only those.
+            spec = backend.spec()
+            slow = dataclasses.replace(spec, prompt=f"{spec.prompt} [emulator:slow=50]")
+            created = await client.create_job(slow, idempotency_key=fresh_key())
+            assert await client.cancel_job(created.job_id) is True
+            try:
+                job = await client.get_job(created.job_id)
+            except NotFound:
+                pass  # cancelled by deleting it (Azure's jobs, /v1/videos)
+            else:
+                assert job.status in ("cancelled", "failed"), job.raw_status
+            # Nothing to stop: an answer, not an error.
+            assert await client.cancel_job("task_no_such_job") is False
+
+
 class RefusesBadKeys:
     async def test_a_bad_key_is_authentication_failed_without_the_key(
         self, backend: ProviderBackend
@@ -224,6 +244,7 @@ class LosesCreateAnswers:
 
 
 class ProviderContract(
+    CancelsJobs,
     ListsJobs,
     LosesCreateAnswers,
     CreatesJobs,

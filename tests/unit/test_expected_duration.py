@@ -13,7 +13,13 @@ import httpx
 import pytest
 from tenacity import wait_none
 
-from schemas.events import DownloadUnavailable, JobSucceeded, RequestSnapshot, VideoStored
+from schemas.events import (
+    DownloadUnavailable,
+    JobSucceeded,
+    RequestSnapshot,
+    SentRequest,
+    VideoStored,
+)
 from services.fetcher.handlers import FetcherDeps, handle_job_succeeded
 from vidpipe.dev.emulator import EmulatorConfig, EmulatorState, create_app, parse_directives
 from vidpipe.dev.emulator.state import (
@@ -123,6 +129,13 @@ def test_the_expected_length_is_the_requests_seconds() -> None:
     assert expected_seconds(RequestSnapshot(prompt="p", seconds=12)) == 12.0
     assert expected_seconds(RequestSnapshot(prompt="p")) == 5.0  # the request's default
     assert expected_seconds(None) is None  # unknown: only a positive duration is required
+
+
+def test_the_sent_length_is_expected_unless_the_provider_picks_it() -> None:
+    mapped = SentRequest(seconds=4, size="1280x720")
+    omni = SentRequest(seconds=5, size="1280x720", length_checked=False)
+    assert expected_seconds(RequestSnapshot(prompt="p", seconds=5, sent=mapped)) == 4.0
+    assert expected_seconds(RequestSnapshot(prompt="p", seconds=5, sent=omni)) is None
 
 
 @pytest.fixture

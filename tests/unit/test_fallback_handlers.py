@@ -103,8 +103,9 @@ async def test_never_waits_past_expiry_and_then_gives_up(tmp_path: Path) -> None
     assert delays == [60]
     deps.clock = lambda: NOW + timedelta(seconds=60)
     await handle_retry_due(RedownloadDue(retry_attempt=1, unavailable=event), deps)
-    # 120 s would overshoot expires_at (40 s away): one last try just before it.
-    assert publisher.scheduled[-1][0] == 39
+    # 120 s would overshoot the fetch deadline (expires_at, 40 s away, less a tenth of the
+    # 100 s window: 30 s away): one last try just before it.
+    assert publisher.scheduled[-1][0] == 29
     deps.clock = lambda: NOW + timedelta(seconds=100)
     await handle_retry_due(RedownloadDue(retry_attempt=2, unavailable=event), deps)
     (gave_up,) = publisher.of_type(DownloadGaveUp)

@@ -11,6 +11,7 @@ from schemas.events import (
     PUBLIC_EVENTS,
     DownloadGaveUp,
     DownloadUnavailable,
+    JobCancelled,
     JobFailed,
     UserNotified,
     clip_message,
@@ -85,5 +86,5 @@ def test_the_limit_is_the_one_every_message_field_declares() -> None:
     }
     assert with_message == {
         cls.__name__: MESSAGE_MAX_CHARS
-        for cls in (JobFailed, DownloadUnavailable, DownloadGaveUp, UserNotified)
+        for cls in (JobFailed, DownloadUnavailable, DownloadGaveUp, UserNotified, JobCancelled)
     }

@@ -796,8 +796,8 @@ def test_build_provider_configured_clients() -> None:
 
 
 def test_build_provider_refuses_unknown_or_unconfigured() -> None:
-    with pytest.raises(ConfigurationError, match="unknown provider 'runway'"):
-        build_provider("runway", AzureSoraConfig())
+    with pytest.raises(ConfigurationError, match="unknown provider 'kling'"):
+        build_provider("kling", AzureSoraConfig())
     with pytest.raises(
         ConfigurationError, match="VIDPIPE_AZURE_ENDPOINT and VIDPIPE_AZURE_API_KEY"
     ):
@@ -824,7 +824,7 @@ def test_each_provider_reads_its_own_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("VIDPIPE_OPENAI_AUTH_HEADER", "api-key")
     assert configured_providers() == ["azure-sora", "openai-videos"]
     assert (max_concurrent_jobs("azure-sora"), max_concurrent_jobs("openai-videos")) == (5, 2)
-    assert max_concurrent_jobs("runway") == 1
+    assert max_concurrent_jobs("kling") == 1
     azure_config = provider_config("azure-sora")
     assert isinstance(azure_config, AzureSoraConfig) and azure_config.deployment == "sora-dep"
     openai_config = provider_config("openai-videos")
@@ -851,7 +851,14 @@ async def test_open_providers_builds_every_configured_provider(
 
 
 def test_the_registry_names_every_provider_once() -> None:
-    assert PROVIDER_NAMES == ("azure-sora", "openai-videos", "fal", "replicate")
+    assert PROVIDER_NAMES == (
+        "azure-sora",
+        "openai-videos",
+        "fal",
+        "replicate",
+        "gemini",
+        "runway",
+    )
     assert AzureSoraConfig().missing() == ["VIDPIPE_AZURE_ENDPOINT", "VIDPIPE_AZURE_API_KEY"]
     assert OpenAIVideosConfig().missing() == ["VIDPIPE_OPENAI_BASE_URL", "VIDPIPE_OPENAI_API_KEY"]
 

@@ -300,7 +300,7 @@ def test_every_stage_declares_what_its_handlers_publish() -> None:
         for name in STAGES
     }
     assert declared == {
-        "submitter": {"JobSubmitted", "JobFailed"},
+        "submitter": {"JobSubmitted", "JobFailed", "JobCancelled"},
         "poller": {"JobProgressed", "JobSucceeded", "JobFailed"},
         "fetcher": {"VideoStored", "DownloadUnavailable"},
         "recorder": set(),

@@ -34,6 +34,7 @@ from vidpipe.bus.deadletter import (
     describe_poison,
     json_is_utf8,
 )
+from vidpipe.bus.tracing import record_context, record_span
 from vidpipe.errors import PoisonMessage
 
 __all__ = ["handle_keyed_batch", "read_record"]
@@ -107,7 +108,14 @@ async def handle_keyed_batch(
         while True:
             try:
                 async with slots:
-                    await handle(event)
+                    # Each record in its own trace (FastStream's span covers the whole batch).
+                    with record_span(
+                        record,
+                        stage=failures.stage,
+                        request_id=str(getattr(event, "request_id", "")),
+                        event_type=type(event).__name__,
+                    ):
+                        await handle(event)
             except Exception as exc:
                 kind = classify(exc)
                 if kind is Failure.WORLD:
@@ -137,7 +145,8 @@ async def handle_keyed_batch(
         )
         raise world[0]
     for letter in letters:
-        await failures.dead_letter(
-            letter.record, letter.reason, letter.exc, letter.attempts, poison=letter.poison
-        )
+        with record_context(letter.record):  # the letter stays in its record's trace
+            await failures.dead_letter(
+                letter.record, letter.reason, letter.exc, letter.attempts, poison=letter.poison
+            )
         failures.backoff.succeeded(letter.record)

@@ -27,6 +27,8 @@ from vidpipe.bus.deadletter import (
 from vidpipe.bus.health import StageHealth
 from vidpipe.bus.publisher import KafkaPublisher
 from vidpipe.bus.security import KafkaSecurity
+from vidpipe.bus.tracing import broker_middlewares
+from vidpipe.metrics import Metrics, StageMetricsMiddleware
 
 __all__ = ["BROKER_UNREACHABLE", "PatientKafkaBroker", "make_broker", "until_broker_answers"]
 
@@ -54,7 +56,7 @@ async def until_broker_answers(call: Callable[[], Awaitable[T]], *, stage: str, 
 
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(BROKER_UNREACHABLE),
-        wait=wait_exponential_jitter(multiplier=0.5, max=5.0),
+        wait=wait_exponential_jitter(initial=0.5, max=5.0),
         before_sleep=waiting,
         reraise=True,
     )
@@ -104,6 +106,7 @@ def make_broker(
     max_letter_bytes: int = 900_000,
     graceful_timeout_s: float | None = 15.0,
     security: KafkaSecurity | None = None,
+    domain: Metrics | None = None,
 ) -> tuple[PatientKafkaBroker, KafkaPublisher]:
     """A broker whose every subscriber follows the failure model, plus the stage's publisher.
 
@@ -111,13 +114,19 @@ def make_broker(
     holds the stage's count of failed deliveries and `health` what /readyz reports (fresh ones
     when not given). Every body is decoded through `decode_or_poison` and every record parsed
     through `parse_leniently`, so no bytes can fail outside the middleware's reach. `security`
-    is TLS/SASL for the connection (None: from the VIDPIPE_KAFKA_* environment).
+    is TLS/SASL for the connection (None: from the VIDPIPE_KAFKA_* environment). `domain`: the
+    stage's `vidpipe.metrics.Metrics`, made current around each delivery.
     """
     if security is None:
         security = KafkaSecurity.from_env()
     middlewares: list[Any] = []
+    # Outermost: spans and log context cover all the rest (vidpipe.bus.tracing).
+    middlewares.extend(broker_middlewares())
     if registry is not None:
         middlewares.append(KafkaPrometheusMiddleware(registry=registry, app_name=stage))
+    if domain is not None:
+        # The stage's domain metrics current in every handler (and the dead letters, inside).
+        middlewares.append(StageMetricsMiddleware.factory(domain))
     broker = PatientKafkaBroker(
         # A list: FastStream hands a string to aiokafka as one host, so "a:9092,b:9092" (every
         # multi-broker cluster) would be looked up as a single name and never resolve.

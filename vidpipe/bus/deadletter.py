@@ -44,6 +44,7 @@ from schemas.events import DeadLetter, JobFailed, clip_message, derive_event_id
 from vidpipe.bus.health import StageHealth
 from vidpipe.errors import PoisonMessage, VidpipeError
 from vidpipe.logs import redact
+from vidpipe.metrics import current as current_metrics
 
 __all__ = [
     "JOB_FAILED_STAGE",
@@ -451,6 +452,7 @@ class FailureHandling:
             )
             if failed is not None:
                 await self.publish_job_failed(failed)
+        current_metrics().dead_lettered(letter.original_topic, poison=poison, error_type=error_type)
         log.warning(
             "dead_lettered",
             topic=letter.original_topic,

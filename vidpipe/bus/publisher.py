@@ -100,13 +100,14 @@ class KafkaPublisher:
 
     async def publish_raw(self, topic: str, key: str, value: bytes) -> None:
         """Bytes to any topic: timers, and what timers release, are not declared events."""
-        await self._broker.publish(value, topic=topic, key=key.encode(), headers=JSON_HEADERS)
+        # A copy: FastStream's telemetry middleware writes `traceparent` into the dict it gets.
+        await self._broker.publish(value, topic=topic, key=key.encode(), headers=dict(JSON_HEADERS))
 
     async def publish_dead_letter(self, letter: DeadLetter) -> None:
         await self._dead_letters.publish(
             letter.model_dump_json().encode(),
             key=(letter.original_key or "").encode(),
-            headers=JSON_HEADERS,
+            headers=dict(JSON_HEADERS),  # a copy, as in publish_raw
         )
 
     async def publish_job_failed(self, event: JobFailed) -> None:

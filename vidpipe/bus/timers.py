@@ -43,6 +43,8 @@ from schemas.events import DeadLetter, Timer, utcnow
 from schemas.topics import TIMER_TIERS_S, timer_tier_topic
 from vidpipe.bus.deadletter import build_dead_letter
 from vidpipe.bus.security import KafkaSecurity, client_kwargs
+from vidpipe.bus.tracing import record_context
+from vidpipe.metrics import current as current_metrics
 
 __all__ = ["Release", "TimerRelay", "TimerScheduler", "next_release", "tier_for", "wake_at"]
 
@@ -363,7 +365,7 @@ class TimerRelay:
                 entry.wake = decision.at
                 break
             if decision.action == "fire":
-                sends.append(self._fire(entry.timer))
+                sends.append(self._fire(entry.timer, entry.record))
                 fires.append(timer_id)
             else:
                 sends.append(self._send(timer_tier_topic(self._topic, decision.tier_s), tp, entry))
@@ -381,13 +383,17 @@ class TimerRelay:
         for _ in range(handled):
             buffer.popleft()
 
-    async def _fire(self, timer: Timer) -> None:
-        await self._publish_raw(
-            timer.target_topic,
-            timer.key,
-            json.dumps(timer.payload, separators=(",", ":"), default=str).encode(),
-        )
+    async def _fire(self, timer: Timer, record: Any) -> None:
+        # In the trace of whoever scheduled the timer (its record's headers), so the handler
+        # of what it releases continues that trace.
+        with record_context(record):
+            await self._publish_raw(
+                timer.target_topic,
+                timer.key,
+                json.dumps(timer.payload, separators=(",", ":"), default=str).encode(),
+            )
         self.fired += 1
+        current_metrics().timer_fired(time.time() - timer.due_at.timestamp())
 
     def _mark_fired(self, timer_id: uuid.UUID) -> None:
         self._fired[timer_id] = None
@@ -395,7 +401,9 @@ class TimerRelay:
             self._fired.popitem(last=False)
 
     async def _dead_letter(self, record: Any, reason: str) -> None:
-        await self._publish_dead_letter(build_dead_letter(record, self._stage, reason))
+        with record_context(record):
+            await self._publish_dead_letter(build_dead_letter(record, self._stage, reason))
+        current_metrics().dead_lettered(str(record.topic), poison=True, error_type="InvalidTimer")
 
     async def _send(self, topic: str, source: TopicPartition, entry: _Entry) -> None:
         """Move a timer to another of this relay's topics, keeping its partition number."""
@@ -405,8 +413,13 @@ class TimerRelay:
             count = len(await self._producer.partitions_for(topic))
             self._partitions[topic] = count
         partition = source.partition if source.partition < count else None
+        # Its headers too: they carry the trace of whoever scheduled it (vidpipe.bus.tracing).
         await self._producer.send_and_wait(
-            topic, value=entry.value, key=entry.timer.key.encode(), partition=partition
+            topic,
+            value=entry.value,
+            key=entry.timer.key.encode(),
+            partition=partition,
+            headers=list(getattr(entry.record, "headers", None) or ()),
         )
 
     async def _commit(self, *, force: bool = False) -> None:

@@ -17,9 +17,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from schemas.events import GenerationRequested
+from schemas.events import CancelRequested, GenerationRequested
 from schemas.topics import DEFAULT_PREFIX, Topics
 from vidpipe.bus.security import KafkaSecurity, client_kwargs, diagnose_refusal
+from vidpipe.bus.tracing import trace_headers
 from vidpipe.errors import BrokerNotReadyError
 
 __all__ = ["RequestPublisher", "load_ndjson", "new_request"]
@@ -81,6 +82,7 @@ class RequestPublisher:
         """`security`: TLS/SASL for the connection; None reads VIDPIPE_KAFKA_SECURITY_PROTOCOL,
         VIDPIPE_KAFKA_SASL_* and VIDPIPE_KAFKA_SSL_* from the environment."""
         self.topic = Topics(topic_prefix).generation_requested
+        self.cancel_topic = Topics(topic_prefix).cancel_requested
         self._bootstrap = bootstrap_servers
         self._security = security
         self._producer = AIOKafkaProducer(
@@ -111,12 +113,33 @@ class RequestPublisher:
     ) -> None:
         await self._producer.stop()
 
-    async def publish(self, request: GenerationRequested) -> None:
+    async def publish(
+        self, request: GenerationRequested, *, traceparent: str | None = None
+    ) -> None:
+        """Send one request. Its trace: `traceparent` (a W3C trace context) when given, else
+        the caller's current span, if any; every stage's spans of the request hang below it."""
         await self._producer.send_and_wait(
             self.topic,
             value=request.model_dump_json().encode(),
             key=request.request_id.encode(),
-            headers=[("content-type", b"application/json"), ("event-type", b"GenerationRequested")],
+            headers=[
+                ("content-type", b"application/json"),
+                ("event-type", b"GenerationRequested"),
+                *trace_headers(traceparent),
+            ],
+        )
+
+    async def publish_cancel(self, cancel: CancelRequested) -> None:
+        """Ask for a request to be cancelled: `{prefix}cancel.requested`, keyed by request id."""
+        await self._producer.send_and_wait(
+            self.cancel_topic,
+            value=cancel.model_dump_json().encode(),
+            key=cancel.request_id.encode(),
+            headers=[
+                ("content-type", b"application/json"),
+                ("event-type", b"CancelRequested"),
+                *trace_headers(),  # the caller's current span, if any
+            ],
         )
 
     async def publish_raw(self, value: bytes, key: str | None = None) -> None:

@@ -4,7 +4,9 @@
                  vidpipe topics ensure               create the missing topics
     requests.py  vidpipe submit PROMPT | --file F    publish requests; --wait follows them
                  vidpipe status [ID]                 what the records say (--json for scripts)
+                 vidpipe cancel ID                   ask for a request to be stopped
     ops.py       vidpipe replay records|redrive|reset, vidpipe dlq list|redrive   recovery
+    costs.py     vidpipe costs [--by KEY]            what the jobs cost, by day and provider
     gateway.py   vidpipe gateway                     the HTTP gateway and its dashboard
     context.py   what they share: settings, the broker address, consoles, fail()
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from vidpipe.cli import gateway, ops, requests, run
+from vidpipe.cli import costs, gateway, ops, requests, run
 
 __all__ = ["app", "build_app", "main"]
 
@@ -35,6 +37,7 @@ def build_app(*extra_commands: typer.Typer) -> typer.Typer:
         run.commands,
         requests.commands,
         ops.commands,
+        costs.commands,
         gateway.commands,
         *extra_commands,
     ):

@@ -73,12 +73,20 @@ def gateway(
     where_host = host or settings.gateway_host
     where_port = settings.gateway_port if port is None else port
     cli.err.print(f"gateway on http://{where_host}:{where_port}/ (dashboard at /dashboard/)")
-    uvicorn.run(
-        app,
-        host=where_host,
-        port=where_port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=5,
-    )
+    from vidpipe.bus.tracing import configure_tracing, traced_asgi
+
+    # Off unless OTEL_* says where spans go; then each request's trace starts here.
+    tracing = configure_tracing("gateway")
+    try:
+        uvicorn.run(
+            traced_asgi(app) if tracing is not None else app,
+            host=where_host,
+            port=where_port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # sends the spans still buffered

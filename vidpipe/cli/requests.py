@@ -1,4 +1,5 @@
-"""`vidpipe submit` (publish requests, optionally follow them) and `vidpipe status` (the records).
+"""`vidpipe submit` (publish requests, optionally follow them), `vidpipe status` (the records) and
+`vidpipe cancel` (ask for a request to be stopped).
 
 `follow_requests` and `status_table` are also what `vidpipe demo` shows.
 """
@@ -133,7 +134,14 @@ def status(
             records = Records(engine)
             if request_id:
                 view = await records.get(request_id)
-                return [view.as_json()] if view else []
+                if view is None:
+                    return []
+                from vidpipe.db.costs import lineage_cost
+
+                # With its failover children: what the request cost in all (docs/costs.md).
+                return [
+                    {**view.as_json(), "lineage_cost_usd": await lineage_cost(engine, request_id)}
+                ]
             return [v.as_json() for v in await records.recent(limit)]
         finally:
             await engine.dispose()
@@ -150,10 +158,71 @@ def status(
     cli.console.print(status_table(rows))
 
 
+@commands.command()
+def cancel(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="The request to stop.")],
+    reason: Annotated[str | None, typer.Option(help="Recorded with the cancel.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow until the request ends.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 120,
+) -> None:
+    """Publish a CancelRequested for a request the records know and that has not ended.
+
+    A request not yet submitted never is; a job in flight is cancelled at the provider; the
+    record ends `cancelled`. A request whose job already ended is refused (exit 1)."""
+    from schemas.events import CancelRequested
+    from vidpipe.db.records import Records
+    from vidpipe.db.tables import open_engine
+    from vidpipe.errors import BrokerNotReadyError
+    from vidpipe.policy.cancel import cancel_refusal
+
+    cli = cli_context(ctx)
+    try:
+        event = CancelRequested.model_validate(
+            {"request_id": request_id, "source": "cli", "reason": reason}
+        )
+    except ValidationError as exc:
+        raise cli.fail(f"invalid request id {request_id!r}: {exc.errors()[0]['msg']}") from None
+
+    async def recorded_status() -> str | None:
+        engine = await open_engine(cli.settings.database_url)
+        try:
+            view = await Records(engine).get(request_id)
+            return view.status if view else None
+        finally:
+            await engine.dispose()
+
+    refused = cancel_refusal(request_id, asyncio.run(recorded_status()))
+    if refused is not None:
+        raise cli.fail(refused, 1)
+    broker = cli.broker_address
+
+    async def send() -> None:
+        from vidpipe.bus.upstream import RequestPublisher
+
+        async with RequestPublisher(broker, topic_prefix=cli.settings.topic_prefix) as publisher:
+            await publisher.publish_cancel(event)
+
+    try:
+        asyncio.run(send())
+    except BrokerNotReadyError as exc:
+        raise cli.fail(str(exc)) from None
+    cli.err.print(f"cancel requested for {request_id}", highlight=False)
+    if wait:
+        views = asyncio.run(follow_requests(cli, [request_id], timeout))
+        if views.get(request_id, {}).get("status") != "cancelled":
+            raise typer.Exit(1)
+
+
 def status_table(rows: list[dict[str, Any]]) -> Table:
     """One line per request: status (coloured), progress, provider, the video or the error."""
-    table = Table("request", "status", "progress", "provider", "video / error")
-    colours = {"stored": "green", "failed": "red", "download_unavailable": "yellow"}
+    table = Table("request", "status", "progress", "provider", "cost", "video / error")
+    colours = {
+        "stored": "green",
+        "failed": "red",
+        "download_unavailable": "yellow",
+        "cancelled": "magenta",
+    }
     for row in rows:
         colour = colours.get(row["status"], "cyan")
         detail = row.get("output_image_url") or row.get("error_message") or ""
@@ -163,9 +232,19 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
             f"[{colour}]{row['status']}[/{colour}]",
             progress,
             row.get("provider") or "",
+            _cost(row),
             detail,
         )
     return table
+
+
+def _cost(row: dict[str, Any]) -> str:
+    """The final cost, or `~` the estimate while the job runs (docs/costs.md)."""
+    if row.get("cost_usd") is not None:
+        return f"${row['cost_usd']:.2f}"
+    if row.get("estimated_cost_usd") is not None:
+        return f"~${row['estimated_cost_usd']:.2f}"
+    return ""
 
 
 async def follow_requests(

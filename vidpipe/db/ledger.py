@@ -6,6 +6,10 @@ single conditional UPDATE/INSERT, atomic in SQLite and PostgreSQL alike, so repl
 
 The intent (`intent_at`) is written before each create: a claim that has one and no job id may
 already have a paid job at the provider, so the submitter reconciles before creating again.
+
+A cancel and the job's own end race for the same claim (`cancel` against `finish`/`release`):
+each is one conditional UPDATE from `submitting`/`in_flight`, so exactly one wins, and the
+`cancelled` row it leaves keeps the request from ever being submitted again.
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import utcnow
 from vidpipe.db.tables import insert_ignore, provider_slots, submissions
 
-__all__ = ["Ledger", "Submission"]
+__all__ = ["CancelClaim", "Ledger", "Submission"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,15 @@ class Submission:
     model: str | None
     #: When a create was first sent for this claim; None: never sent (or the provider said no).
     intent_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CancelClaim:
+    """What `Ledger.cancel` found: the state before (None: no row), and the job it held."""
+
+    previous_state: str | None
+    provider: str | None
+    provider_job_id: str | None
 
 
 class Ledger:
@@ -142,19 +155,92 @@ class Ledger:
 
     async def mark_in_flight(
         self, request_id: str, *, provider_job_id: str, endpoint_host: str, model: str | None
-    ) -> None:
+    ) -> bool:
+        """Note the provider's job; False when a cancel took the claim meanwhile (the job is
+        still noted on the cancelled row, so the caller can cancel it and nobody adopts it)."""
+        values = {
+            "provider_job_id": provider_job_id,
+            "endpoint_host": endpoint_host,
+            "model": model,
+            "updated_at": self.clock(),
+        }
         async with self.engine.begin() as conn:
+            claimed = (
+                await conn.execute(
+                    update(submissions)
+                    .where(
+                        submissions.c.request_id == request_id,
+                        submissions.c.state.in_(("submitting", "in_flight")),
+                    )
+                    .values(state="in_flight", **values)
+                    .returning(submissions.c.request_id)
+                )
+            ).first()
+            if claimed is not None:
+                return True
             await conn.execute(
                 update(submissions)
-                .where(submissions.c.request_id == request_id)
-                .values(
-                    state="in_flight",
-                    provider_job_id=provider_job_id,
-                    endpoint_host=endpoint_host,
-                    model=model,
-                    updated_at=self.clock(),
-                )
+                .where(submissions.c.request_id == request_id, submissions.c.state == "cancelled")
+                .values(**values)
             )
+            return False
+
+    async def cancel(self, request_id: str) -> CancelClaim:
+        """Take the request's claim for a cancel, atomically against the job's own end
+        (`finish`, `release`) and against other replicas: a request with no row gets a
+        cancelled one (it is then never submitted); a held claim becomes cancelled and its slot
+        is freed; a finished or cancelled one is left as it is. Returns the state it found."""
+        for _ in range(5):
+            known = await self.get(request_id)
+            now = self.clock()
+            if known is None:
+                async with self.engine.begin() as conn:
+                    if await insert_ignore(
+                        conn,
+                        submissions,
+                        {
+                            "request_id": request_id,
+                            # Not known yet: the request may never arrive.
+                            "provider": "",
+                            "state": "cancelled",
+                            "created_at": now,
+                            "updated_at": now,
+                        },
+                        "request_id",
+                    ):
+                        return CancelClaim(None, None, None)
+                continue  # claimed at the same moment: read what won
+            if known.state not in ("submitting", "in_flight"):
+                return CancelClaim(known.state, known.provider, known.provider_job_id)
+            async with self.engine.begin() as conn:
+                taken = (
+                    await conn.execute(
+                        update(submissions)
+                        .where(
+                            submissions.c.request_id == request_id,
+                            submissions.c.state == known.state,
+                        )
+                        .values(state="cancelled", updated_at=now)
+                        .returning(submissions.c.provider, submissions.c.provider_job_id)
+                    )
+                ).first()
+                if taken is None:
+                    continue  # the state moved under us (the job ended, or a job id arrived)
+                await _free_slot(conn, str(taken[0]))
+                return CancelClaim(known.state, str(taken[0]), taken[1])
+        raise RuntimeError(f"the ledger row of {request_id!r} kept changing during a cancel")
+
+    async def is_cancelled(self, request_id: str) -> bool:
+        known = await self.get(request_id)
+        return known is not None and known.state == "cancelled"
+
+    async def finish(self, request_id: str) -> bool:
+        """The provider's job ended: free its slot and close the claim, unless a cancel took
+        it first. False means the request was cancelled and its outcome must not be announced;
+        a request the ledger never saw (or one already finished) is True."""
+        if await self.release(request_id):
+            return True
+        return not await self.is_cancelled(request_id)
 
     async def release(self, request_id: str) -> bool:
         """Mark the request done and free its slot; False if it was already released."""
@@ -172,18 +258,19 @@ class Ledger:
             ).first()
             if done is None:
                 return False
-            await conn.execute(
-                update(provider_slots)
-                .where(provider_slots.c.provider == done[0], provider_slots.c.in_use > 0)
-                .values(in_use=provider_slots.c.in_use - 1)
-            )
+            await _free_slot(conn, str(done[0]))
             return True
 
     async def forget(self, request_id: str) -> None:
         """Drop a claim whose provider call never produced a job (slot released first)."""
         await self.release(request_id)
         async with self.engine.begin() as conn:
-            await conn.execute(submissions.delete().where(submissions.c.request_id == request_id))
+            # A cancelled row stays: it is what keeps the request from being submitted later.
+            await conn.execute(
+                submissions.delete().where(
+                    submissions.c.request_id == request_id, submissions.c.state != "cancelled"
+                )
+            )
 
     async def in_use(self, provider: str) -> int:
         async with self.engine.connect() as conn:
@@ -193,6 +280,28 @@ class Ledger:
                 )
             ).first()
         return int(row[0]) if row else 0
+
+    async def usage(self) -> dict[str, tuple[int, int]]:
+        """provider -> (quota slots in use, jobs in flight): the submitter's gauges."""
+        async with self.engine.connect() as conn:
+            slots = await conn.execute(select(provider_slots.c.provider, provider_slots.c.in_use))
+            usage = {str(provider): (int(in_use), 0) for provider, in_use in slots}
+            flying = await conn.execute(
+                select(submissions.c.provider, func.count())
+                .where(submissions.c.state == "in_flight")
+                .group_by(submissions.c.provider)
+            )
+            for provider, count in flying:
+                usage[str(provider)] = (usage.get(str(provider), (0, 0))[0], int(count))
+        return usage
+
+
+async def _free_slot(conn: AsyncConnection, provider: str) -> None:
+    await conn.execute(
+        update(provider_slots)
+        .where(provider_slots.c.provider == provider, provider_slots.c.in_use > 0)
+        .values(in_use=provider_slots.c.in_use - 1)
+    )
 
 
 async def _take_slot(conn: AsyncConnection, provider: str, limit: int) -> bool:

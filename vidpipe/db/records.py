@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, desc, select, update
+from sqlalchemy import bindparam, desc, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,6 +39,12 @@ class ProjectView:
     failover_request_id: str | None = None
     user_message: str | None = None
     retry_attempts: int | None = None
+    #: docs/costs.md: the estimate at submission, the final cost, the price table's version.
+    estimated_cost_usd: float | None = None
+    cost_usd: float | None = None
+    price_version: str | None = None
+    #: The providers the lineage went through, in order ("azure-sora,gemini,fal").
+    failover_path: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -58,6 +64,10 @@ class ProjectView:
             "failover_request_id": self.failover_request_id,
             "user_message": self.user_message,
             "retry_attempts": self.retry_attempts,
+            "estimated_cost_usd": self.estimated_cost_usd,
+            "cost_usd": self.cost_usd,
+            "price_version": self.price_version,
+            "failover_path": self.failover_path,
             "updated_at": self.updated_at.isoformat(),
         }
 
@@ -141,6 +151,29 @@ class Records:
                 .all()
             )
         return {r["request_id"]: _view(r) for r in rows}
+
+    async def status_counts(self) -> dict[str, int]:
+        """How many requests are in each status now (the `vidpipe_requests` gauge)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(projects.c.status, func.count()).group_by(projects.c.status)
+            )
+            return {str(status): int(count) for status, count in rows}
+
+    async def requested_at(self, request_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each request's GenerationRequested occurred (those the log holds)."""
+        if not request_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(events.c.request_id, func.min(events.c.occurred_at))
+                .where(
+                    events.c.request_id.in_(list(request_ids)),
+                    events.c.event_type == "GenerationRequested",
+                )
+                .group_by(events.c.request_id)
+            )
+            return {str(rid): _utc(when) for rid, when in rows if when is not None}
 
     async def event_types(self, request_id: str) -> list[str]:
         async with self.engine.connect() as conn:
@@ -278,4 +311,13 @@ def _view(row: Any) -> ProjectView:
         failover_request_id=row["failover_request_id"],
         user_message=row["user_message"],
         retry_attempts=row["retry_attempts"],
+        estimated_cost_usd=row["estimated_cost_usd"],
+        cost_usd=row["cost_usd"],
+        price_version=row["price_version"],
+        failover_path=row["failover_path"],
     )
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands timestamps back naive; they were written in UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

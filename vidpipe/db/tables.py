@@ -29,6 +29,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -44,6 +45,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 __all__ = [
+    "budget_buckets",
+    "budget_reservations",
     "create_tables",
     "events",
     "insert_ignore",
@@ -92,6 +95,13 @@ projects = Table(
     # The front end's user (the request's metadata.user_id): row-level security lets a signed-in
     # user read only the rows whose owner_id is their auth.uid() (docs/supabase.md).
     Column("owner_id", Text, index=True),
+    # What the job cost (docs/costs.md): the estimate at submission, the final cost at its end,
+    # and the price table both come from.
+    Column("estimated_cost_usd", Float),
+    Column("cost_usd", Float),
+    Column("price_version", String(32)),
+    # The providers the request's lineage went through, in order: "azure-sora,gemini,fal".
+    Column("failover_path", String(512)),
 )
 
 events = Table(
@@ -131,6 +141,29 @@ provider_slots = Table(
     metadata,
     Column("provider", String(64), primary_key=True),
     Column("in_use", Integer, nullable=False, default=0),
+)
+
+# Budgets (vidpipe.db.budgets): per bucket (a budget, a period, a metadata value) what is spent,
+# committed and reserved, in micro-dollars; per request and bucket what it reserved.
+budget_buckets = Table(
+    "budget_buckets",
+    metadata,
+    Column("bucket", String(255), primary_key=True),
+    Column("spent_micros", BigInteger, nullable=False, default=0),
+    Column("limit_micros", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+budget_reservations = Table(
+    "budget_reservations",
+    metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("bucket", String(255), primary_key=True),
+    Column("amount_micros", BigInteger, nullable=False),
+    # reserved: the estimate, the job in flight; settled: the final cost, the job ended.
+    Column("state", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 

@@ -3,11 +3,13 @@
 vidpipe/__main__.py adds them to the production commands when vidpipe.dev is installed (a
 checkout, the compose image); the wheel leaves this package out.
 
-vidpipe up          the whole dev stack, every stage its own process (Ctrl-C stops it); its
-                    broker keeps its log in `.vidpipe/kafka/`, so jobs in flight carry on
+vidpipe up          the whole dev stack, every stage its own process, and the gateway with its
+                    dashboard (Ctrl-C stops it); its broker keeps its log in `.vidpipe/kafka/`,
+                    so jobs in flight carry on
 vidpipe down        stop what `vidpipe up` started (the broker's log stays)
 vidpipe wipe        stop it and remove the broker's log, the logs, local records and videos
-vidpipe demo        up + sample requests + a live view + where the videos are
+vidpipe demo        up + sample requests (one through the gateway's HTTP API) + a live view +
+                    where the videos are
 vidpipe emulator    the provider emulator on its own
 """
 
@@ -30,6 +32,7 @@ from vidpipe.errors import DevStackError
 from vidpipe.providers import configured_providers
 
 if TYPE_CHECKING:
+    from schemas.events import GenerationRequested
     from vidpipe.dev.stack import DevStack
 
 __all__ = ["commands"]
@@ -47,15 +50,25 @@ def up(
         bool | None,
         typer.Option("--emulator/--no-emulator", help="Default: only without provider keys."),
     ] = None,
+    gateway: Annotated[
+        bool, typer.Option("--gateway/--no-gateway", help="The HTTP gateway and dashboard.")
+    ] = True,
 ) -> None:
-    """Start the broker, the emulator (without provider keys) and every stage; Ctrl-C stops all."""
+    """Start the broker, the emulator (without provider keys), every stage and the gateway;
+    Ctrl-C stops all."""
     # The stack's modules are imported by the commands that use them: every other command
     # (a stage's `vidpipe run`, say) starts without them.
     from vidpipe.dev.stack import DevStack
 
     cli = cli_context(ctx)
     settings = cli.settings
-    stack = DevStack(settings, state_dir=settings.state_dir, emulator=emulator, keep_broker=True)
+    stack = DevStack(
+        settings,
+        state_dir=settings.state_dir,
+        emulator=emulator,
+        keep_broker=True,
+        gateway=gateway,
+    )
     try:
         with cli.console.status("starting the dev stack…"):
             stack.start()
@@ -119,7 +132,7 @@ def demo(
     settings = cli.settings
     # The same kept broker as `up`: a sample still in flight at Ctrl-C carries on next time,
     # as its record in the same database says it will.
-    stack = DevStack(settings, state_dir=settings.state_dir, keep_broker=True)
+    stack = DevStack(settings, state_dir=settings.state_dir, keep_broker=True, gateway=True)
     with cli.console.status("starting the dev stack (the first run fetches Kafka from Maven)…"):
         stack.start()
     _print_stack(cli, stack)
@@ -137,6 +150,7 @@ def demo(
             size="1280x720",
             seconds=4,
         ),
+        # Sent through the gateway's `POST /v1/generations`, as an HTTP system would.
         new_request(
             "A red fox trotting through fresh snow",
             request_id=f"demo-{tag}-fox",
@@ -156,16 +170,25 @@ def demo(
     ]
     ok = False
     try:
+        over_http = samples[2]
 
         async def send() -> None:
             async with RequestPublisher(
                 stack.bootstrap_servers or "", topic_prefix=settings.topic_prefix
             ) as publisher:
                 for request in samples:
-                    await publisher.publish(request)
+                    if request is not over_http:
+                        await publisher.publish(request)
+            await _post_to_gateway(stack, over_http)
 
-        asyncio.run(send())
-        cli.console.print(f"sent {len(samples)} requests; following them…")
+        try:
+            asyncio.run(send())
+        except DevStackError as exc:
+            raise cli.fail(str(exc)) from None
+        cli.console.print(
+            f"sent {len(samples)} requests ({over_http.request_id} through the gateway);"
+            " following them…"
+        )
         rows = asyncio.run(follow_requests(cli, [s.request_id for s in samples], timeout))
         cli.console.print()
         ok = _report_demo(cli, rows)
@@ -221,9 +244,39 @@ def _wait_for_signal(cli: CliContext, stack: DevStack) -> None:
         cli.err.print(f"[red]{', '.join(dead)} exited; see {stack.logs_dir}[/red]")
 
 
+async def _post_to_gateway(stack: DevStack, request: GenerationRequested) -> None:
+    """One request through `POST /v1/generations`, with the key the stack made."""
+    import httpx
+
+    if stack.gateway_url is None or stack.gateway_key_file is None:
+        raise DevStackError("the demo needs its own gateway key; unset VIDPIPE_GATEWAY_API_KEYS")
+    key = stack.gateway_key_file.read_text().strip()
+    body = request.model_dump(
+        mode="json",
+        exclude_none=True,
+        exclude={"event_id", "event_type", "schema_version", "occurred_at", "causation_id"},
+    )
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
+        answer = await client.post(
+            "/v1/generations", json=body, headers={"Authorization": f"Bearer {key}"}
+        )
+    if answer.status_code != 202:
+        raise DevStackError(
+            f"the gateway answered {answer.status_code} to the demo's request: {answer.text[:500]}"
+        )
+
+
 def _print_stack(cli: CliContext, stack: DevStack) -> None:
     settings = cli.settings
     table = Table(title="vidpipe dev stack", show_header=False)
+    if stack.gateway_url is not None:
+        table.add_row("dashboard", f"{stack.gateway_url}/dashboard/")
+        login = (
+            f"the key in {stack.gateway_key_file}"
+            if stack.gateway_key_file is not None
+            else "a key of VIDPIPE_GATEWAY_API_KEYS"
+        )
+        table.add_row("log in with", login)
     table.add_row("broker", str(stack.bootstrap_servers))
     table.add_row(
         "provider",

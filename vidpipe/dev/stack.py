@@ -1,4 +1,5 @@
-"""The dev stack behind `vidpipe up` and `vidpipe demo`: a broker, the emulator, every stage.
+"""The dev stack behind `vidpipe up` and `vidpipe demo`: a broker, the emulator, every stage,
+and (for `up` and `demo`) the HTTP gateway with its dashboard.
 
 Each stage runs as its own OS process (`python -m vidpipe run NAME`), exactly as it would in
 production, so killing or scaling one never touches the others. The broker comes from
@@ -9,16 +10,22 @@ vidpipe.bus.address) and its processes (for `vidpipe down`).
 With `keep_broker` (`vidpipe up`, `vidpipe demo`) a broker the stack starts keeps its log in
 `{state_dir}/kafka/`: jobs in flight when the stack stops, or when `up` itself is killed, carry on
 at the next start. A start first stops what a killed `up` left running. `wipe_state` removes it.
+
+The gateway gets a fresh API key per start unless VIDPIPE_GATEWAY_API_KEYS is set: only its
+digest reaches the gateway's environment, and the key itself is written to
+`{state_dir}/gateway.key` (mode 0600) for the dashboard's login, never printed or logged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterable
@@ -40,10 +47,19 @@ from vidpipe.errors import DevStackError
 from vidpipe.providers import configured_providers
 from vidpipe.settings import Settings
 
-__all__ = ["KAFKA_DIR", "DevStack", "read_state", "stop_recorded_stack", "wipe_state"]
+__all__ = [
+    "GATEWAY_KEY_FILE",
+    "KAFKA_DIR",
+    "DevStack",
+    "read_state",
+    "stop_recorded_stack",
+    "wipe_state",
+]
 
 # The kept broker's folder inside the state dir.
 KAFKA_DIR = "kafka"
+# Where a stack that made its own gateway key keeps it (the dashboard's login).
+GATEWAY_KEY_FILE = "gateway.key"
 
 
 @dataclass
@@ -60,11 +76,17 @@ class DevStack:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Keep a started broker's log in `{state_dir}/kafka/` across stops (else it is throwaway).
     keep_broker: bool = False
+    #: Also run the HTTP gateway and its dashboard (`vidpipe gateway`).
+    gateway: bool = False
 
     def __post_init__(self) -> None:
         self.processes: dict[str, ManagedProcess] = {}
         self.bootstrap_servers: str | None = None
         self.emulator_url: str | None = None
+        #: The gateway's base URL (the dashboard is at /dashboard/), once it runs.
+        self.gateway_url: str | None = None
+        #: The file holding the key the stack made for the gateway, or None (keys were set).
+        self.gateway_key_file: Path | None = None
         self._kafka: KafkaHandle | None = None
         self._env: dict[str, str] = {}
         #: What a killed earlier `up` had left running, stopped by start().
@@ -88,6 +110,8 @@ class DevStack:
                 self._start_emulator()
             for name in self.services:
                 self.start_service(name)
+            if self.gateway:
+                self._start_gateway()
             self._write_state()
         except BaseException:
             self.stop()
@@ -156,7 +180,7 @@ class DevStack:
         ).start()
         self.processes["emulator"] = process
         self.emulator_url = f"http://127.0.0.1:{port}"
-        _wait_http(self.emulator_url, process)
+        _wait_http(self.emulator_url + "/_emulator/health", process)
         self._env.update(
             VIDPIPE_AZURE_ENDPOINT=self.emulator_url,
             VIDPIPE_AZURE_API_KEY=key,
@@ -164,10 +188,36 @@ class DevStack:
             VIDPIPE_OPENAI_API_KEY=key,
         )
 
+    def _start_gateway(self) -> None:
+        env = dict(self._env)
+        if not env.get("VIDPIPE_GATEWAY_API_KEYS"):
+            key = secrets.token_urlsafe(32)
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            env["VIDPIPE_GATEWAY_API_KEYS"] = f"dev:{digest}"
+            key_file = self.gateway_key_file = self.state_dir / GATEWAY_KEY_FILE
+            key_file.unlink(missing_ok=True)
+            key_file.touch(mode=0o600)
+            key_file.write_text(key + "\n")
+        # The configured port when it is free (a stable URL to bookmark), else any free one.
+        port = self.settings.gateway_port or free_ports(1)[0]
+        if not _port_free(self.settings.gateway_host, port):
+            (port,) = free_ports(1)
+        host = self.settings.gateway_host
+        process = ManagedProcess(
+            "gateway",
+            [sys.executable, "-m", "vidpipe", "gateway", "--host", host, "--port", str(port)],
+            env,
+            self.logs_dir / "gateway.log",
+        ).start()
+        self.processes["gateway"] = process
+        self.gateway_url = f"http://{host}:{port}"
+        _wait_http(self.gateway_url + "/healthz", process)
+
     def _write_state(self) -> None:
         state = {
             RECORDED_BROKER_KEY: self.bootstrap_servers,
             "emulator_url": self.emulator_url,
+            "gateway_url": self.gateway_url,
             "database_url": self.settings.database_url_safe,
             "storage_url": self.settings.storage_url,
             "topic_prefix": self.settings.topic_prefix,
@@ -188,6 +238,8 @@ class DevStack:
         if self._kafka is not None:
             self._kafka.stop()
             self._kafka = None
+        if self.gateway_key_file is not None:
+            self.gateway_key_file.unlink(missing_ok=True)
         (self.state_dir / DEV_STACK_STATE_FILE).unlink(missing_ok=True)
 
     def __enter__(self) -> DevStack:
@@ -198,16 +250,26 @@ class DevStack:
 
 
 def _wait_http(url: str, process: ManagedProcess, timeout_s: float = 30.0) -> None:
+    """Until `url` answers at all (the process is up), or the process exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not process.running:
-            raise RuntimeError(f"the emulator exited at start:\n{process.log_tail()}")
+            raise RuntimeError(f"the {process.name} exited at start:\n{process.log_tail()}")
         try:
-            httpx.get(url + "/_emulator/health", timeout=1.0)
+            httpx.get(url, timeout=1.0)
             return
         except httpx.TransportError:
             time.sleep(0.1)
-    raise RuntimeError(f"the emulator did not answer within {timeout_s:.0f}s")
+    raise RuntimeError(f"the {process.name} did not answer within {timeout_s:.0f}s")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:
@@ -256,7 +318,7 @@ def wipe_state(settings: Settings) -> list[Path]:
     in the state dir, the SQLite records and the stored videos. Returns what it removed."""
     state_dir = settings.state_dir
     stop_recorded_stack(state_dir, settings.shutdown_timeout_s)
-    targets = [state_dir / KAFKA_DIR, state_dir / "logs"]
+    targets = [state_dir / KAFKA_DIR, state_dir / "logs", state_dir / GATEWAY_KEY_FILE]
     database = make_url(settings.database_url)
     if database.get_backend_name() == "sqlite" and database.database:
         # With SQLite's write-ahead log and shared-memory files, when present.

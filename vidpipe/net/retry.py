@@ -21,6 +21,9 @@ from typing import TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 from tenacity.wait import wait_exponential_jitter
 
+from vidpipe.errors import ProviderError
+from vidpipe.metrics import current as current_metrics
+
 __all__ = [
     "NO_RETRY",
     "RetryPolicy",
@@ -111,8 +114,9 @@ class RetryPolicy:
         hint = retry_after_of(state.outcome.exception() if state.outcome is not None else None)
         if hint is not None:
             return hint
+        # `initial`, the first wait (tenacity 9.2 renames it `multiplier`; 9.1 is pinned).
         backoff = wait_exponential_jitter(
-            multiplier=self.base_delay_s, max=self.max_delay_s, jitter=self.base_delay_s
+            initial=self.base_delay_s, max=self.max_delay_s, jitter=self.base_delay_s
         )
         return float(backoff(state))
 
@@ -131,8 +135,16 @@ class RetryPolicy:
             wait=self.wait_s,
             retry=retry_if_exception(is_retryable),
             reraise=True,  # callers see the error itself, not tenacity's RetryError
+            before_sleep=_count_retry,
         )
         return await retrying(fn)
 
 
 NO_RETRY = RetryPolicy(attempts=1)
+
+
+def _count_retry(state: RetryCallState) -> None:
+    # Only provider calls count (webhooks retry through the same policy).
+    error = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(error, ProviderError):
+        current_metrics().provider_retry(error.code)

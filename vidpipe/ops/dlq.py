@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from schemas.events import DeadLetter
 from vidpipe.bus.security import client_kwargs
+from vidpipe.bus.tracing import carried_trace
 from vidpipe.ops import ProgressHook, Window, connected, partitions_of, read_windows
 
 __all__ = [
@@ -52,6 +53,8 @@ class DeadLetterEntry:
     timestamp_ms: int
     letter: DeadLetter | None
     problem: str | None = None
+    #: The letter record's trace headers: a redriven message continues the original's trace.
+    trace: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def when(self) -> datetime:
@@ -103,7 +106,9 @@ def _entry(record: Any) -> DeadLetterEntry:
         return DeadLetterEntry(
             record.partition, record.offset, record.timestamp, None, f"not a DeadLetter: {exc}"
         )
-    return DeadLetterEntry(record.partition, record.offset, record.timestamp, letter)
+    return DeadLetterEntry(
+        record.partition, record.offset, record.timestamp, letter, trace=carried_trace(record)
+    )
 
 
 @dataclass
@@ -245,7 +250,10 @@ async def redrive_dead_letters(
                     letter.original_topic,
                     value=value,
                     key=key.encode("utf-8") if key is not None else None,
-                    headers=[(DLQ_REDRIVEN_HEADER, f"{entry.partition}/{entry.offset}".encode())],
+                    headers=[
+                        (DLQ_REDRIVEN_HEADER, f"{entry.partition}/{entry.offset}".encode()),
+                        *entry.trace,
+                    ],
                 )
                 pending.append((per_topic, future))
         if progress is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from schemas.events import (
     Event,
@@ -27,6 +27,8 @@ from schemas.events import (
 from vidpipe.errors import ProviderError, RetryableProviderError
 
 __all__ = [
+    "CANCELLED",
+    "Cancelled",
     "NotConfigured",
     "ObservedJob",
     "PollOutcome",
@@ -86,16 +88,29 @@ class NotConfigured:
 
 
 @dataclass(frozen=True)
+class Cancelled:
+    """The request was cancelled (the ledger says so): the job is not asked about again."""
+
+
+CANCELLED: Final = Cancelled()
+
+
+@dataclass(frozen=True)
 class PollOutcome:
     """What a check decided: publish `events` (in order), then, unless the job ended, schedule
     `next_check` in `delay_s` seconds."""
 
-    verdict: Literal["scheduled", "waiting", "succeeded", "failed", "transient_error"]
+    verdict: Literal["scheduled", "waiting", "succeeded", "failed", "transient_error", "cancelled"]
     events: tuple[Event, ...] = ()
     next_check: PollDue | None = None
     delay_s: float = 0.0
     #: The machine-readable cause of a failure or of a transient error.
     reason_code: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        """The job's own end (success or failure): the claim must be closed before it is told."""
+        return self.verdict in ("succeeded", "failed")
 
 
 def poll_delay(
@@ -136,17 +151,22 @@ def first_check(submitted: JobSubmitted, schedule: PollSchedule, now: datetime) 
         last_status=submitted.status,
         request=submitted.request,
         submitted_at=submitted.occurred_at,
+        cost_usd=submitted.cost_usd,
+        price_version=submitted.price_version,
     )
     return PollOutcome("scheduled", next_check=due, delay_s=schedule.first_s)
 
 
 def decide_check(
     due: PollDue,
-    seen: ObservedJob | ProviderError | NotConfigured,
+    seen: ObservedJob | ProviderError | NotConfigured | Cancelled,
     schedule: PollSchedule,
     now: datetime,
 ) -> PollOutcome:
     """What check `due` announces, given what the provider answered (`seen`)."""
+    if isinstance(seen, Cancelled):
+        # Nothing announced, nothing scheduled: the cancel's JobCancelled tells the story.
+        return PollOutcome("cancelled")
     if isinstance(seen, NotConfigured):
         return _failed(
             due,
@@ -169,6 +189,9 @@ def decide_check(
             generation_ids=seen.generation_ids or [seen.job_id],
             expires_at=seen.expires_at,
             request=due.request,
+            # The video exists: the estimate is what it costs (docs/costs.md).
+            cost_usd=due.cost_usd,
+            price_version=due.price_version,
         )
         return PollOutcome("succeeded", events=(succeeded,))
     if seen.status in ("failed", "cancelled"):
@@ -267,5 +290,10 @@ def _failed(due: PollDue, code: str, message: str, now: datetime) -> PollOutcome
         stage="poll",
         reason_code=code,
         message=clip_message(message),
+        # The failover stage resubmits it when the cause is the provider's (an outage).
+        request=due.request,
+        # A job that failed at the provider is not billed (docs/costs.md).
+        cost_usd=None if due.price_version is None else 0.0,
+        price_version=due.price_version,
     )
     return PollOutcome("failed", events=(failed,), reason_code=code)

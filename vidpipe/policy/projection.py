@@ -18,6 +18,7 @@ from schemas.events import (
     DownloadUnavailable,
     Event,
     GenerationRequested,
+    JobCancelled,
     JobFailed,
     JobProgressed,
     JobSubmitted,
@@ -44,9 +45,10 @@ STATUS_RANK: dict[str, int] = {
     "failed_over": 9,
     "stored": 10,
     "failed": 10,
+    "cancelled": 10,
 }
-TERMINAL_STATUSES = frozenset({"stored", "failed", "expired", "gave_up"})
-_FINAL = frozenset({"stored", "failed"})
+TERMINAL_STATUSES = frozenset({"stored", "failed", "expired", "gave_up", "cancelled"})
+_FINAL = frozenset({"stored", "failed", "cancelled"})
 
 
 def _rank(status: str | None) -> int:
@@ -78,6 +80,8 @@ def project(current: dict[str, Any], event: Event) -> dict[str, Any]:
                 fill(column, value)
             if current.get("status") is None:
                 changes["status"] = "requested"
+            if event.failover_path and event.provider:
+                fill("failover_path", _path(event))
         case JobSubmitted():
             advance("submitted")
             changes["provider"] = event.provider
@@ -85,6 +89,8 @@ def project(current: dict[str, Any], event: Event) -> dict[str, Any]:
             changes["sora_job_id"] = event.provider_job_id
             changes["azure_endpoint"] = event.endpoint_host
             fill("expires_at", event.expires_at)
+            fill("estimated_cost_usd", event.cost_usd)
+            fill("price_version", event.price_version)
         case JobProgressed():
             before = _rank(current.get("status"))
             advance(event.status)
@@ -100,10 +106,25 @@ def project(current: dict[str, Any], event: Event) -> dict[str, Any]:
             fill("sora_job_id", event.provider_job_id)
             if event.expires_at is not None:
                 changes["expires_at"] = event.expires_at
-        case JobFailed():
+            # The final cost (docs/costs.md): the event's, else the estimate at submission.
+            reported = event.cost_usd
+            fill("cost_usd", current.get("estimated_cost_usd") if reported is None else reported)
+            fill("price_version", event.price_version)
+        case JobCancelled():
+            # Whoever took the ledger's claim first won: a cancelled request has no video, and
+            # a cancel that came too late is never announced, so this only guards a replay.
             if current.get("status") != "stored":
+                changes["status"] = "cancelled"
+                changes["error_message"] = f"cancelled: {event.message}"
+                changes["next_retry_at"] = None
+                fill("sora_job_id", event.provider_job_id)
+        case JobFailed():
+            # A create that failed after its request was cancelled does not undo the cancel.
+            if current.get("status") not in ("stored", "cancelled"):
                 changes["status"] = "failed"
                 changes["error_message"] = f"{event.reason_code}: {event.message}"
+            fill("cost_usd", event.cost_usd)
+            fill("price_version", event.price_version)
         case DownloadUnavailable():
             advance("download_unavailable")
             _later(changes, current, "attempted_download_at", event.attempted_at)
@@ -138,7 +159,7 @@ def project(current: dict[str, Any], event: Event) -> dict[str, Any]:
                         changes.update(_video_columns(event))
                         if _rank("placeholder") >= _rank(current.get("status")):
                             changes["status"] = "placeholder"
-                else:
+                elif current.get("status") != "cancelled":
                     changes.update(_video_columns(event), status="stored", next_retry_at=None)
                     changes["error_message"] = None
                 fill("sora_generation_id", event.generation_id)
@@ -160,9 +181,11 @@ def project_parent(
             next_retry_at=None,
             failover_request_id=child_row["request_id"],
         )
+        _longer_path(changes, parent, event)
     elif isinstance(event, GenerationRequested):
         # Linked even when the parent got its own video first (a retry racing the failover).
         changes["failover_request_id"] = child_row["request_id"]
+        _longer_path(changes, parent, event)
         if parent.get("status") not in _FINAL and _rank("failed_over") >= _rank(
             parent.get("status")
         ):
@@ -177,6 +200,22 @@ def project_parent(
         changes.update(_video_columns(event), status="stored", next_retry_at=None)
         changes["failover_request_id"] = child_row["request_id"]
     return {k: v for k, v in changes.items() if parent.get(k) != v}
+
+
+def _path(event: GenerationRequested) -> str:
+    """The providers a failover child's lineage went through, its own last."""
+    return ",".join([*event.failover_path, event.provider or "?"])
+
+
+def _longer_path(
+    changes: dict[str, Any], parent: dict[str, Any], event: GenerationRequested
+) -> None:
+    # A lineage's path only grows: a replayed or late earlier child never shortens it.
+    if not event.failover_path or not event.provider:
+        return
+    path = _path(event)
+    if len(path.split(",")) > len((parent.get("failover_path") or "").split(",")):
+        changes["failover_path"] = path
 
 
 _VIDEO_COLUMNS = ("output_image_url", "placeholder", "video_size_bytes", "video_sha256", "progress")

@@ -49,7 +49,7 @@ class Wait:
     """Try the request again in `delay_s` seconds."""
 
     delay_s: float
-    reason: Literal["quota_full", "provider_busy"]
+    reason: Literal["quota_full", "provider_busy", "over_budget"]
     #: The provider's error code when the provider asked us to wait.
     code: str | None = None
     #: The create may have reached the provider (lost answer, 5xx): keep the claim and the

@@ -22,8 +22,10 @@ from vidpipe.providers.base import (
     VideoSpec,
 )
 from vidpipe.providers.fal import FalClient, FalConfig
+from vidpipe.providers.gemini import GeminiClient, GeminiConfig
 from vidpipe.providers.openai_videos import OpenAIVideosClient, OpenAIVideosConfig
 from vidpipe.providers.replicate import ReplicateClient, ReplicateConfig
+from vidpipe.providers.runway import RunwayClient, RunwayConfig
 
 __all__ = [
     "NO_RETRY",
@@ -32,6 +34,8 @@ __all__ = [
     "AzureSoraConfig",
     "FalClient",
     "FalConfig",
+    "GeminiClient",
+    "GeminiConfig",
     "InputImage",
     "OpenAIVideosClient",
     "OpenAIVideosConfig",
@@ -41,6 +45,8 @@ __all__ = [
     "ReplicateClient",
     "ReplicateConfig",
     "RetryPolicy",
+    "RunwayClient",
+    "RunwayConfig",
     "VideoDownload",
     "VideoSpec",
     "build_provider",
@@ -55,6 +61,8 @@ _REGISTRY: dict[str, type[ProviderConfig]] = {
     OpenAIVideosConfig.name: OpenAIVideosConfig,
     FalConfig.name: FalConfig,
     ReplicateConfig.name: ReplicateConfig,
+    GeminiConfig.name: GeminiConfig,
+    RunwayConfig.name: RunwayConfig,
 }
 
 PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)

@@ -13,7 +13,13 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from schemas.events import JobState
-from vidpipe.errors import ConfigurationError, NotFound, ProviderError, ProviderUnavailable
+from vidpipe.errors import (
+    ConfigurationError,
+    NotFound,
+    ProviderError,
+    ProviderUnavailable,
+    TerminalProviderError,
+)
 from vidpipe.net.retry import RetryPolicy
 from vidpipe.providers.base import (
     LIST_PAGE_SIZE,
@@ -161,6 +167,19 @@ class AzureSoraClient:
 
         response = await self._retry.call(attempt)
         return self._job(response, "get_job", malformed_retryable=True)
+
+    async def cancel_job(self, job_id: str) -> bool:
+        # Azure cancels a job by deleting it (queued, running or done: its assets go too).
+        path = f"video/generations/jobs/{path_segment(self.name, job_id)}"
+
+        async def attempt() -> httpx.Response:
+            return await self._send("DELETE", path, "cancel_job", None)
+
+        try:
+            await self._retry.call(attempt)
+        except TerminalProviderError:
+            return False  # gone already (404), or refused: nothing more to stop
+        return True
 
     @asynccontextmanager
     async def download(self, job_id: str, generation_id: str) -> AsyncIterator[VideoDownload]:

@@ -109,6 +109,11 @@ class ProviderClient(Protocol):
         """Stream the video bytes. Raises DownloadNotAvailable, or a retryable error."""
         ...
 
+    async def cancel_job(self, job_id: str) -> bool:
+        """Stop (or delete) the job at the provider: True when the provider accepted it, False
+        when the job had already ended or is gone. Raises only a retryable error."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

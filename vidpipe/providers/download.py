@@ -39,8 +39,9 @@ __all__ = ["MAX_REDIRECTS", "stream_video"]
 
 MAX_REDIRECTS = 5
 # Headers that carry credentials; dropped when a download redirects to another origin
-# (httpx strips only Authorization, which would leak an `api-key` header to e.g. a blob store).
-AUTH_HEADERS = ("authorization", "api-key")
+# (httpx strips only Authorization, which would leak an `api-key` header to e.g. a blob store;
+# the Gemini API's key travels as `x-goog-api-key`).
+AUTH_HEADERS = ("authorization", "api-key", "x-goog-api-key")
 # Storage hosts behind a redirect often say octet-stream for MP4.
 _BINARY_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "application/mp4"})
 

@@ -8,7 +8,7 @@ Protocol (fal's queue docs, checked against `fal-client` 1.0.3, which is what us
   with `error`/`error_type`, and its result answers the error (422 for content policy);
 - result `GET {base}/{owner}/{alias}/requests/{id}`: `{"video": {"url": ...}}` on fal's CDN,
   fetched without the key (vetted like any redirect to another origin);
-- cancel `PUT .../cancel` (`cancel_job`, outside the provider interface).
+- cancel `PUT .../cancel` (`cancel_job`): 202 while queued, 400 `ALREADY_COMPLETED` after.
 
 vidpipe's job id is `owner/alias/request_id`: a status check needs the app as well as the id.
 fal honours no Idempotency-Key and lists no queue, so a create whose answer was lost cannot be
@@ -253,17 +253,26 @@ class FalClient:
             )
         return _video_url(data)
 
-    async def cancel_job(self, job_id: str) -> None:
-        """Cancel a request still in the queue (a started one runs to the end, and is paid)."""
+    async def cancel_job(self, job_id: str) -> bool:
+        """Cancel a request still in the queue: False when it already started or ended (fal
+        answers 400 ALREADY_COMPLETED; a started one runs to the end, and is paid)."""
         path = f"{self._paths(job_id)}/cancel"
-        await request(
-            self._client,
-            "PUT",
-            path,
-            provider=self.name,
-            action="cancel_job",
-            secrets=self._secrets,
-        )
+
+        async def attempt() -> httpx.Response:
+            return await request(
+                self._client,
+                "PUT",
+                path,
+                provider=self.name,
+                action="cancel_job",
+                secrets=self._secrets,
+            )
+
+        try:
+            await self._retry.call(attempt)
+        except TerminalProviderError:
+            return False
+        return True
 
     @asynccontextmanager
     async def download(self, job_id: str, generation_id: str) -> AsyncIterator[VideoDownload]:

@@ -8,13 +8,18 @@ so the wire contract lives in vidpipe, where the tests can see it. Error answers
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.trace import Span
 
 from vidpipe.errors import ConfigurationError, InvalidRequest, ProviderError
+from vidpipe.logs import redact_url
+from vidpipe.metrics import current as current_metrics
 from vidpipe.providers.error_mapping import (
     ERROR_BODY_LIMIT,
     error_for_response,
@@ -30,6 +35,7 @@ __all__ = [
     "multipart_parts",
     "path_segment",
     "request",
+    "traced",
 ]
 
 USER_AGENT = "vidpipe/0.1"
@@ -87,8 +93,9 @@ def build_async_client(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout_s: float = 30.0,
 ) -> httpx.AsyncClient:
-    """One AsyncClient per provider client; `transport` lets tests and the emulator plug in."""
-    return httpx.AsyncClient(
+    """One AsyncClient per provider client; `transport` lets tests and the emulator plug in.
+    Every call is a client span of the current trace (`traced`)."""
+    client = httpx.AsyncClient(
         base_url=base_url,
         headers={"User-Agent": USER_AGENT, **headers},
         params=dict(params or {}),
@@ -99,6 +106,24 @@ def build_async_client(
         follow_redirects=False,
         trust_env=False,  # no ambient proxy/netrc surprises: behaviour comes from settings only
     )
+    return traced(client)
+
+
+async def _url_without_secrets(span: Span, request: Any) -> None:
+    # Async: an AsyncClient's transport calls only async hooks.
+    # OpenTelemetry's own redaction keeps most of a query string; a signed download URL (a SAS
+    # token, `?sig=`) carries its signature there, so spans get what the logs get.
+    url = redact_url(str(request.url))
+    for attribute in ("url.full", "http.url"):
+        span.set_attribute(attribute, url)
+
+
+def traced(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """`client`, each of its requests a child span (OpenTelemetry's httpx instrumentation)
+    whose URL attributes have no user info, query string or fragment; no headers are recorded.
+    A no-op tracer while tracing is off."""
+    HTTPXClientInstrumentor.instrument_client(client, request_hook=_url_without_secrets)
+    return client
 
 
 async def request(
@@ -116,10 +141,17 @@ async def request(
 
     `map_error` lets a client claim a provider-specific case first (e.g. a wrong deployment).
     """
+    started = time.monotonic()
     try:
         response = await client.request(method, url, **kwargs)
     except httpx.TransportError as exc:
+        current_metrics().provider_call(
+            provider, action, "transport_error", time.monotonic() - started
+        )
         raise transport_error(provider, action, exc) from exc
+    current_metrics().provider_call(
+        provider, action, response.status_code, time.monotonic() - started
+    )
     if response.is_success:
         return response
     content = response.content[:ERROR_BODY_LIMIT]

@@ -12,7 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from schemas.events import JobState
-from vidpipe.errors import ConfigurationError, ProviderUnavailable
+from vidpipe.errors import ConfigurationError, ProviderUnavailable, TerminalProviderError
 from vidpipe.net.retry import RetryPolicy
 from vidpipe.providers.base import (
     LIST_PAGE_SIZE,
@@ -163,6 +163,26 @@ class OpenAIVideosClient:
 
         response = await self._retry.call(attempt)
         return self._job(response, "get_job", malformed_retryable=True)
+
+    async def cancel_job(self, job_id: str) -> bool:
+        # /v1/videos has no cancel: DELETE removes the video, and with it a job in flight.
+        path = f"videos/{path_segment(self.name, job_id)}"
+
+        async def attempt() -> httpx.Response:
+            return await request(
+                self._client,
+                "DELETE",
+                path,
+                provider=self.name,
+                action="cancel_job",
+                secrets=self._secrets,
+            )
+
+        try:
+            await self._retry.call(attempt)
+        except TerminalProviderError:
+            return False  # gone already (404), or refused
+        return True
 
     @asynccontextmanager
     async def download(self, job_id: str, generation_id: str) -> AsyncIterator[VideoDownload]:

@@ -7,7 +7,7 @@ Protocol (Replicate's HTTP API docs, checked against the `replicate` 1.0.7 SDK):
 - status `GET v1/predictions/{id}`: `starting`, `processing`, `succeeded`, `failed`, `canceled`
   (`aborted` too, in newer answers); the output is the video's URL (or a list of them);
 - list `GET v1/predictions`, newest first, paged by the `next` URL;
-- cancel `POST v1/predictions/{id}/cancel` (`cancel_job`, outside the provider interface).
+- cancel `POST v1/predictions/{id}/cancel` (`cancel_job`): the prediction, canceled or as it ended.
 
 Replicate deletes an API prediction's outputs an hour after it completes, so a job's expiry is
 `completed_at` + 1 h: the fetch has to happen well within it. No Idempotency-Key is documented
@@ -35,6 +35,7 @@ from vidpipe.errors import (
     DownloadNotAvailable,
     ProviderError,
     ProviderUnavailable,
+    TerminalProviderError,
 )
 from vidpipe.net.retry import RetryPolicy
 from vidpipe.providers.base import (
@@ -243,13 +244,22 @@ class ReplicateClient:
             raise ProviderUnavailable(f"{self.name} list_jobs: a next page on another host")
         return parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
 
-    async def cancel_job(self, job_id: str) -> ProviderJob:
-        """Cancel a prediction (one that already ended is answered as it is)."""
+    async def cancel_job(self, job_id: str) -> bool:
+        """Cancel a prediction: True when it ends cancelled (one that already ended is answered
+        as it is, and stays as it ended)."""
         path = f"v1/predictions/{path_segment(self.name, job_id)}/cancel"
-        response = await self._call("POST", path, "cancel_job")
-        return self._parse(
+
+        async def attempt() -> httpx.Response:
+            return await self._call("POST", path, "cancel_job")
+
+        try:
+            response = await self._retry.call(attempt)
+        except TerminalProviderError:
+            return False
+        job = self._parse(
             job_object(response, self.name, "cancel_job", "prediction", malformed_retryable=True)
         )
+        return job.status == "cancelled"
 
     @asynccontextmanager
     async def download(self, job_id: str, generation_id: str) -> AsyncIterator[VideoDownload]:

@@ -10,6 +10,7 @@ deadline) and announced under the same event id whoever fetched it.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from tenacity import (
 
 from schemas.events import RequestSnapshot, VideoStored, derive_event_id
 from vidpipe.errors import ProviderError, ProviderUnavailable
+from vidpipe.metrics import current as current_metrics
 from vidpipe.providers.base import ProviderClient
 from vidpipe.storage import StoredObject, VideoStorage
 from vidpipe.storage.base import MAX_SEGMENT_CHARS, key_segment
@@ -67,13 +69,16 @@ def video_key(request_id: str, index: int, generation_id: str) -> str:
 def expected_seconds(request: RequestSnapshot | None) -> float | None:
     """How long a video fetched for `request` must last, or None when the request is unknown.
 
-    It is what the provider was asked for, and that is the request's own `seconds`: the
-    submitter puts it in `VideoSpec.seconds`, and both clients send it unchanged (Azure
-    `n_seconds`, /v1/videos `seconds`); a provider refuses a length it does not take rather
-    than being sent a rounded one. tests/unit/test_expected_duration.py pins that the clients
-    send exactly this, so a client that starts mapping lengths must change this function too.
+    It is what the provider was asked for: the length the submitter sent after mapping the
+    request onto what the provider accepts (`request.sent`, vidpipe.policy.request_mapping),
+    else the request's own `seconds`. The clients send `VideoSpec.seconds` unchanged (Azure
+    `n_seconds`, /v1/videos `seconds`); tests/unit/test_expected_duration.py pins that.
     """
-    return float(request.seconds) if request is not None else None
+    if request is None:
+        return None
+    if request.sent is not None and not request.sent.length_checked:
+        return None  # the provider chose the length (Gemini Omni): any positive duration
+    return float(request.sent.seconds if request.sent is not None else request.seconds)
 
 
 @dataclass(frozen=True)
@@ -171,12 +176,14 @@ async def store_video(
         reraise=True,
     )
     deadline = asyncio.timeout(policy.deadline_s)
+    started = time.monotonic()
+    outcome = "failed"
     try:
         async with deadline:
             async for attempt in retrying:
                 with attempt:
                     async with client.download(job_id, generation_id) as download:
-                        return await storage.put_stream(
+                        stored = await storage.put_stream(
                             key,
                             download.chunks,
                             content_type=download.content_type,
@@ -184,12 +191,20 @@ async def store_video(
                             expected_length=download.content_length,
                             expected_seconds=expected_seconds,
                         )
+                        outcome = "stored"
+                        current_metrics().download(
+                            client.name, outcome, time.monotonic() - started, stored.size_bytes
+                        )
+                        return stored
     except TimeoutError:
         if not deadline.expired():
             raise
         raise ProviderUnavailable(
             f"download did not finish within {policy.deadline_s:g}s"
         ) from None
+    finally:
+        if outcome == "failed":
+            current_metrics().download(client.name, outcome, time.monotonic() - started, 0)
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 

@@ -58,6 +58,15 @@ function story(g) {
   return parts.join("; ");
 }
 
+// The final cost, or "~" the estimate while the job runs (docs/costs.md).
+function cost(g) {
+  if (g.cost_usd !== null && g.cost_usd !== undefined) return "$" + g.cost_usd.toFixed(2);
+  if (g.estimated_cost_usd !== null && g.estimated_cost_usd !== undefined) {
+    return "~$" + g.estimated_cost_usd.toFixed(2);
+  }
+  return "";
+}
+
 // --- requests ---------------------------------------------------------------------------------
 
 async function refreshRequests() {
@@ -75,6 +84,7 @@ async function refreshRequests() {
     status.dataset.status = g.status;
     cell(row, g.provider);
     cell(row, g.progress === null ? "" : g.progress + " %");
+    cell(row, cost(g), "cost");
     cell(row, age(g.created_at));
     cell(row, story(g));
   }
@@ -134,6 +144,7 @@ async function showFacts(id) {
   fact(facts, "provider", g.provider);
   fact(facts, "provider job id", g.provider_job_id);
   fact(facts, "progress", g.progress === null ? null : g.progress + " %");
+  fact(facts, "cost", cost(g) + (g.price_version ? " (prices of " + g.price_version + ")" : ""));
   fact(facts, "prompt", g.prompt);
   fact(facts, "story", story(g));
   fact(facts, "message to the user", g.user_message);

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidpipe.dev.emulator import azure, fal, openai_videos, replicate
+from vidpipe.dev.emulator import azure, fal, gemini, openai_videos, replicate, runway
 from vidpipe.dev.emulator.common import bytes_response, error_response, state_of
 from vidpipe.dev.emulator.config import EmulatorConfig
 from vidpipe.dev.emulator.faults import FaultMiddleware
@@ -150,6 +150,8 @@ def create_app(config: EmulatorConfig | EmulatorState | None = None) -> Starlett
             *openai_videos.routes("/v1"),
             *openai_videos.routes("/openai/v1"),
             *replicate.routes(),
+            *gemini.routes(),
+            *runway.routes(),
             Route("/_emulator/health", health, methods=["GET"]),
             Route("/_emulator/config", get_config, methods=["GET"]),
             Route("/_emulator/config", update_config, methods=["POST"]),

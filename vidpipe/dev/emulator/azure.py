@@ -309,6 +309,7 @@ async def delete_job(request: Request) -> Response:
     job = state.get_job(request.path_params["job_id"], owner, "azure")
     if job is None:
         return _not_found("Job")
+    state.stats["azure.deletes"] += 1
     state.delete_job(job)
     return Response(status_code=204)
 

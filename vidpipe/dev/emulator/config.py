@@ -98,6 +98,10 @@ class EmulatorConfig(BaseModel):
     fault_slow_share: float = Field(default=0.0, ge=0, le=1)
     fault_slow_seconds: float = Field(default=0.0, ge=0, le=600)  # real seconds, not emulated
 
+    # gemini's Interactions API: a finished video up to this size comes inline (base64) in the
+    # interaction; a larger one, or one the download switches hold back, as a URI. 0: always a URI.
+    interactions_inline_max_bytes: int = Field(default=20 * 1024 * 1024, ge=0)
+
     # Routing checks.
     deployments: list[str] | None = None  # None: any model / deployment name is accepted
     api_versions: list[str] = Field(default_factory=lambda: ["preview"])  # azure-sora only
@@ -138,10 +142,11 @@ class EmulatorConfig(BaseModel):
 
 
 # `[emulator:key=value]`, or `[emulator:azure.key=value]` / `[emulator:openai.key=value]` /
-# `[emulator:fal.key=value]` / `[emulator:replicate.key=value]` to apply
+# `[emulator:fal.key=value]` / `[emulator:replicate.key=value]` / `[emulator:gemini.key=value]` /
+# `[emulator:runway.key=value]` to apply
 # to one protocol only (a failed-over request keeps its prompt but changes provider).
 _DIRECTIVE = re.compile(
-    r"\[emulator:(?:(azure|openai|fal|replicate)\.)?([A-Za-z_]+)(?:=([^\]\s]*))?\]"
+    r"\[emulator:(?:(azure|openai|fal|replicate|gemini|runway)\.)?([A-Za-z_]+)(?:=([^\]\s]*))?\]"
 )
 
 

@@ -43,7 +43,15 @@ log = logging.getLogger("vidpipe.dev.emulator.fal")
 
 MEDIA_PREFIX = "/fal-media/files"
 # Paths that belong to the other protocols or to the emulator itself, never to a fal model id.
-_RESERVED = ("/_emulator", "/openai/", "/v1/", "/fal-media/", "/replicate-delivery/")
+_RESERVED = (
+    "/_emulator",
+    "/openai/",
+    "/v1/",
+    "/v1beta/",
+    "/fal-media/",
+    "/replicate-delivery/",
+    "/runway-cdn/",
+)
 # fal's aspect ratios for video models, as (width, height) of the 720p frame.
 _ASPECTS = {"16:9": (1280, 720), "9:16": (720, 1280), "1:1": (720, 720)}
 _FAILURES = {
@@ -273,6 +281,7 @@ async def cancel(request: Request) -> Response:
     if isinstance(job, Response):
         return job
     now = state.clock()
+    state.stats["fal.cancel_requests"] += 1
     if job.phase(now) != "queued":
         return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
     # A cancelled request ends now, as a failure the status reports.

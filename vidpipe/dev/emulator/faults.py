@@ -37,15 +37,24 @@ _PARTIAL_BODY = b'{"id": '
 
 def is_api_path(path: str) -> bool:
     """Provider API paths (every protocol); the emulator's own /_emulator routes are never hit."""
-    return path.startswith(("/openai/", "/v1/")) or is_fal_api_path(path)
+    return path.startswith(("/openai/", "/v1/", "/v1beta/")) or is_fal_api_path(path)
 
 
 def is_create(method: str, path: str) -> bool:
     """The requests that start a paid job: Azure's job create, /videos create and remix, a
-    Replicate prediction, a fal submit."""
-    if path.startswith(("/openai/", "/v1/")):
+    Replicate prediction, a fal submit, a Veo operation or a Gemini interaction, a Runway task."""
+    if path.startswith(("/openai/", "/v1/", "/v1beta/")):
         return method == "POST" and path.rstrip("/").endswith(
-            ("/jobs", "/videos", "/remix", "/predictions")
+            (
+                "/jobs",
+                "/videos",
+                "/remix",
+                "/predictions",
+                ":predictLongRunning",
+                "/v1beta/interactions",
+                "/text_to_video",
+                "/image_to_video",
+            )
         )
     return is_fal_submit(method, path)
 

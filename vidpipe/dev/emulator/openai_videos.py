@@ -316,6 +316,7 @@ async def delete_video(request: Request) -> Response:
     job = state.get_job(video_id, owner, "openai")
     if job is None:
         return _not_found(video_id)
+    state.stats["openai.deletes"] += 1
     state.delete_job(job)
     return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
 

@@ -233,6 +233,7 @@ async def cancel_prediction(request: Request) -> Response:
     if isinstance(job, Response):
         return job
     now = state.clock()
+    state.stats["replicate.cancel_requests"] += 1
     if not job.terminal(now):
         job.failure = "canceled"
         job.boundaries = (now, now, now, now)

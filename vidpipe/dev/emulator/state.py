@@ -45,7 +45,7 @@ __all__ = [
 
 log = logging.getLogger("vidpipe.dev.emulator")
 
-Protocol = Literal["azure", "openai", "fal", "replicate"]
+Protocol = Literal["azure", "openai", "fal", "replicate", "gemini", "runway"]
 Phase = Literal["queued", "preprocessing", "running", "processing", "succeeded", "failed"]
 IN_FLIGHT: tuple[Phase, ...] = ("queued", "preprocessing", "running", "processing")
 # What a content request gets; see EmulatorState.download_verdict.
@@ -290,8 +290,10 @@ class EmulatorState:
         retention = (
             directives.retention if directives.retention is not None else cfg.retention_seconds
         )
-        if protocol == "fal":
-            job_id = str(uuid.uuid4())  # fal's request ids are UUIDs
+        if protocol in ("fal", "runway"):
+            job_id = str(uuid.uuid4())  # fal's request ids and Runway's task ids are UUIDs
+        elif protocol == "gemini":
+            job_id = secrets.token_hex(8)  # an operation's or interaction's id: lowercase hex
         elif protocol == "replicate":
             job_id = new_ulid(now)  # Replicate's ids: 26 lowercase base-32 characters
         else:
