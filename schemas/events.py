@@ -537,6 +537,23 @@ class PollDue(Event):
     price_version: ShortText | None = None
 
 
+class PollHinted(Event):
+    """A provider's webhook said a job may have ended: check it now (internal to the poller).
+
+    Published by the gateway once the webhook's signature checks out. Only a hint: the poller
+    asks the provider itself and announces only what the provider answers, and the job's timed
+    checks go on regardless, so a lost, late or repeated hint changes nothing but latency."""
+
+    event_type: Literal["PollHinted"] = "PollHinted"
+    provider: ProviderName
+    provider_job_id: ProviderId
+    source: ShortText = Field(default="webhook", description="What sent the hint.")
+    hinted_status: ShortText | None = Field(
+        default=None, description="What the webhook claimed; never trusted, only logged."
+    )
+    submitted: JobSubmitted = Field(description="The job's JobSubmitted, from the events log.")
+
+
 class RedownloadDue(_Model):
     """One scheduled download retry (internal to the redownloader)."""
 
@@ -559,5 +576,5 @@ PUBLIC_EVENTS: tuple[type[Event], ...] = (
     CancelRequested,
     JobCancelled,
 )
-_ALL_EVENTS: tuple[type[Event], ...] = (*PUBLIC_EVENTS, PollDue)
+_ALL_EVENTS: tuple[type[Event], ...] = (*PUBLIC_EVENTS, PollDue, PollHinted)
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in _ALL_EVENTS}

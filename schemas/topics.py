@@ -131,6 +131,11 @@ class Topics:
         """Where a stage's timers are released to, when due (the stage subscribes to it)."""
         return self._t(f"{stage}.due")
 
+    @property
+    def poll_hinted(self) -> str:
+        """Where the gateway puts providers' webhooks, as "check this job now" (the poller)."""
+        return self._t("poller.hinted")
+
     def for_event(self, event: Event | type[Event]) -> str:
         """The topic an event of this type is published to."""
         cls = event if isinstance(event, type) else type(event)
@@ -168,7 +173,12 @@ class Topics:
 
     def internal(self) -> list[str]:
         return [
-            topic for stage in TIMER_STAGES for topic in (*self.timer_tiers(stage), self.due(stage))
+            *(
+                topic
+                for stage in TIMER_STAGES
+                for topic in (*self.timer_tiers(stage), self.due(stage))
+            ),
+            self.poll_hinted,
         ]
 
     def all(self) -> list[str]:

@@ -40,6 +40,7 @@ from services.gateway.handlers import (
     GatewayDeps,
     Generation,
     GenerationPage,
+    HookReceipt,
     RateLimiter,
     RedriveRequest,
     RedriveResult,
@@ -52,6 +53,7 @@ from services.gateway.handlers import (
     events_after,
     get_generation,
     list_generations,
+    receive_provider_hook,
     redrive,
     request_cancel,
     stages_overview,
@@ -63,7 +65,8 @@ from vidpipe.db.tables import open_engine
 from vidpipe.errors import GatewayRefusal
 from vidpipe.metrics import Metrics
 from vidpipe.policy.projection import TERMINAL_STATUSES
-from vidpipe.providers import configured_providers, max_concurrent_jobs
+from vidpipe.providers import configured_providers, max_concurrent_jobs, open_hook_verifiers
+from vidpipe.providers.webhooks import MAX_HOOK_BYTES
 from vidpipe.settings import Settings
 
 __all__ = ["SESSION_COOKIE", "create_app", "openapi_document"]
@@ -163,10 +166,18 @@ def _authenticate(request: Request) -> str:
 
 
 async def _json_body(request: Request) -> Any:
-    limit: int = request.app.state.max_body
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json":
         raise GatewayRefusal(415, "unsupported-media-type", "send application/json")
+    body = await _bounded_body(request, request.app.state.max_body)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise GatewayRefusal(400, "not-json", "the body is not JSON") from None
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body as sent, refused (413) as soon as it is longer than `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise GatewayRefusal(413, "too-large", f"the body may hold {limit} bytes")
@@ -175,10 +186,7 @@ async def _json_body(request: Request) -> Any:
         body += chunk
         if len(body) > limit:
             raise GatewayRefusal(413, "too-large", f"the body may hold {limit} bytes")
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise GatewayRefusal(400, "not-json", "the body is not JSON") from None
+    return bytes(body)
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -316,6 +324,19 @@ async def cancel_generation(request: Request) -> Response:
     return _model(answer, 202, {"Location": answer.status_url})
 
 
+async def provider_hook(request: Request) -> Response:
+    # No API key: the provider signs its webhooks instead, and the signature is checked over
+    # the body exactly as sent (vidpipe.providers.webhooks).
+    provider = request.path_params["provider"]
+    if not _PROVIDER.match(provider):
+        raise GatewayRefusal(404, "not-found", "no such provider")
+    body = await _bounded_body(request, MAX_HOOK_BYTES)
+    receipt: HookReceipt = await receive_provider_hook(
+        _deps(request), provider, request.headers, body, request.query_params
+    )
+    return _model(receipt, 202)
+
+
 async def generation_events(request: Request) -> Response:
     _authenticate(request)
     rid = _request_id(request)
@@ -440,6 +461,7 @@ ROUTES = [
     Route("/v1/generations/{request_id}/events", generation_events, methods=["GET"]),
     Route("/v1/generations/{request_id}/cancel", cancel_generation, methods=["POST"]),
     Route("/v1/generations/{request_id}/video", generation_video, methods=["GET"]),
+    Route("/v1/provider-hooks/{provider}", provider_hook, methods=["POST"]),
     Route("/v1/ops/stages", ops_stages, methods=["GET"]),
     Route("/v1/ops/deadletters", ops_dead_letters, methods=["GET"]),
     Route("/v1/ops/deadletters/redrive", ops_redrive, methods=["POST"]),
@@ -467,6 +489,8 @@ def create_app(settings: Settings, *, bootstrap_servers: str) -> Starlette:
                 topics=settings.topics,
                 publish=pub.publish,
                 publish_cancel=pub.publish_cancel,
+                hook_verifiers=open_hook_verifiers(),
+                publish_hint=pub.publish_hint,
                 bootstrap_servers=bootstrap_servers,
                 group_id=settings.group_id,
                 storage_root=root,
@@ -595,6 +619,7 @@ def openapi_document() -> dict[str, Any]:
         DeadLetterSummary,
         RedriveRequest,
         RedriveResult,
+        HookReceipt,
     ]
     _, defs = models_json_schema(
         [(m, "serialization") for m in models], ref_template="#/components/schemas/{model}"
@@ -706,6 +731,33 @@ def openapi_document() -> dict[str, Any]:
                     "302": {"description": "Stored elsewhere: its URL"},
                     **_problems(404, 422),
                     **read,
+                },
+            }
+        },
+        "/v1/provider-hooks/{provider}": {
+            "post": {
+                "summary": "A provider's own webhook: a hint to check the job it names now",
+                "description": "For the providers' servers, not for callers: no API key, the "
+                "provider's signature instead (Standard Webhooks for replicate and "
+                "openai-videos, Ed25519 for fal). A genuine webhook becomes a PollHinted; the "
+                "poller asks the provider itself, so a lost or forged webhook changes nothing. "
+                "404 for a provider whose webhooks are not set up.",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "provider",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "202": _json("HookReceipt", "Genuine: acknowledged"),
+                    **_problems(401, 404, 413, 503),
                 },
             }
         },

@@ -1,10 +1,13 @@
 """Gateway: the HTTP face of the pipeline, for systems that speak HTTP and for the dashboard.
 
 Reads:   HTTP: POST/GET /v1/generations, GET /v1/generations/{id}[/events|/video], /v1/ops/*
+         HTTP: POST /v1/provider-hooks/{provider}  a provider's own webhook (signature checked)
          the records: `projects` and the `events` log (vidpipe.db.tables), `provider_slots`
          {prefix}deadletter                 DeadLetter (the dashboard's dead letters, by reason)
          consumer groups' offsets           (members and lag per topic, timers pending)
 Writes:  {prefix}generation.requested      GenerationRequested (keyed by request id)
+         {prefix}cancel.requested          CancelRequested (POST /v1/generations/{id}/cancel)
+         {prefix}poller.hinted             PollHinted: "check this job now", from a webhook
          the `gateway_requests` table       which request id (and Idempotency-Key) was accepted
          dead letters back to their topics  (the same code as `vidpipe dlq redrive`)
 
@@ -14,6 +17,9 @@ Rules:
   body is a conflict. Ids the pipeline knows from Kafka directly are answered, never resent.
 - The row is written before the publish and removed when the publish fails, so a 503 leaves
   nothing behind and the client may simply retry.
+- A provider's webhook is a hint, never a result: once its signature checks out it becomes a
+  PollHinted for the job it names, and the poller asks the provider itself. A forged one is
+  refused (401) and changes nothing; a lost one costs only latency.
 - API keys are kept as SHA-256 digests and compared in constant time; no key, no work.
 This module is the logic (plain async functions over `GatewayDeps`); app.py is the HTTP wiring.
 """
@@ -54,15 +60,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from schemas.events import CancelRequested, GenerationRequested
+from schemas.events import (
+    CancelRequested,
+    GenerationRequested,
+    JobSubmitted,
+    PollHinted,
+    derive_event_id,
+)
 from schemas.topics import TIMER_STAGES, Topics, timer_topics
 from services.registry import STAGES
 from vidpipe.db.tables import events, insert_ignore, projects, provider_slots
-from vidpipe.errors import GatewayRefusal
+from vidpipe.errors import GatewayRefusal, WebhookVerificationError
 from vidpipe.ops import connected
 from vidpipe.ops.dlq import list_dead_letters, redrive_dead_letters
 from vidpipe.policy.cancel import cancel_refusal
 from vidpipe.policy.projection import STATUS_RANK, TERMINAL_STATUSES
+from vidpipe.providers.webhooks import HookVerifier
 
 __all__ = [
     "ENVELOPE_FIELDS",
@@ -73,6 +86,7 @@ __all__ = [
     "GatewayDeps",
     "Generation",
     "GenerationPage",
+    "HookReceipt",
     "RateLimiter",
     "RedriveRequest",
     "RedriveResult",
@@ -86,6 +100,7 @@ __all__ = [
     "get_generation",
     "hash_key",
     "list_generations",
+    "receive_provider_hook",
     "redrive",
     "stages_overview",
     "video_source",
@@ -155,6 +170,11 @@ class Generation(_Out):
     created_at: datetime
     updated_at: datetime
     terminal: bool
+
+
+class HookReceipt(_Out):
+    hinted: bool = Field(description="Whether the job it names is now checked out of turn.")
+    detail: str
 
 
 class GenerationPage(_Out):
@@ -326,6 +346,10 @@ class GatewayDeps:
     quota: Mapping[str, int] = field(default_factory=dict)
     #: Publishes a CancelRequested (`POST /v1/generations/{id}/cancel`); None: refused (503).
     publish_cancel: Callable[[CancelRequested], Awaitable[None]] | None = None
+    #: The providers whose own webhooks are accepted, and how each is checked.
+    hook_verifiers: Mapping[str, HookVerifier] = field(default_factory=dict)
+    #: Publishes a PollHinted (a verified provider webhook); None: refused (503).
+    publish_hint: Callable[[PollHinted], Awaitable[None]] | None = None
 
 
 def _aware(value: datetime) -> datetime:
@@ -469,6 +493,89 @@ async def request_cancel(deps: GatewayDeps, key_name: str, request_id: str) -> A
         ) from None
     log.info("cancel_requested", request_id=request_id, api_key=key_name)
     return _accepted(request_id, status)
+
+
+async def _submitted_job(
+    deps: GatewayDeps, provider: str, provider_job_id: str
+) -> tuple[JobSubmitted, str] | None:
+    """The JobSubmitted of our job `provider_job_id` at `provider`, and its request's status."""
+    async with deps.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(projects.c.request_id, projects.c.status).where(
+                    projects.c.provider == provider, projects.c.sora_job_id == provider_job_id
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        payloads = (
+            await conn.execute(
+                select(events.c.payload)
+                .where(events.c.request_id == row[0], events.c.event_type == "JobSubmitted")
+                .order_by(desc(events.c.seq))
+            )
+        ).scalars()
+        for payload in payloads:
+            submitted = JobSubmitted.model_validate(payload)
+            if (submitted.provider, submitted.provider_job_id) == (provider, provider_job_id):
+                return submitted, str(row[1])
+    return None
+
+
+async def receive_provider_hook(
+    deps: GatewayDeps,
+    provider: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    query: Mapping[str, str],
+) -> HookReceipt:
+    """Check a provider's webhook and turn it into a PollHinted for the job it names.
+
+    404 for a provider whose webhooks are not set up, 401 for one whose signature does not check
+    out (nothing is published), 503 when the broker is unavailable (the provider retries). A
+    genuine webhook for a job vidpipe does not know, or one that has ended, is acknowledged and
+    dropped: answering an error would only make the provider retry it."""
+    verifier = deps.hook_verifiers.get(provider)
+    if verifier is None:
+        raise GatewayRefusal(404, "not-found", f"no webhooks are set up for provider {provider!r}")
+    try:
+        hint = await verifier.verify(headers, body, query)
+    except WebhookVerificationError as exc:
+        # The reason is ours (never a secret, a signature or the body); the caller learns less.
+        log.warning("provider_hook_refused", provider=provider, reason=str(exc))
+        raise GatewayRefusal(
+            401, "bad-signature", "the webhook's signature does not check out"
+        ) from None
+    found = await _submitted_job(deps, hint.provider, hint.provider_job_id)
+    logger = log.bind(provider=provider, provider_job_id=hint.provider_job_id)
+    if found is None:
+        logger.info("provider_hook_unknown_job", hinted=hint.status)
+        return HookReceipt(hinted=False, detail="no job of this pipeline has this id")
+    submitted, status = found
+    if status in TERMINAL_STATUSES:
+        return HookReceipt(hinted=False, detail="the job has already ended here")
+    delivery = hint.delivery_id or uuid.uuid4().hex
+    hinted = PollHinted(
+        event_id=derive_event_id(submitted.request_id, "PollHinted", provider, delivery),
+        request_id=submitted.request_id,
+        causation_id=submitted.event_id,
+        provider=hint.provider,
+        provider_job_id=hint.provider_job_id,
+        hinted_status=hint.status,
+        submitted=submitted,
+    )
+    try:
+        if deps.publish_hint is None:
+            raise RuntimeError("no hint publisher")
+        await deps.publish_hint(hinted)
+    except Exception as exc:
+        logger.warning("hint_publish_failed", error=type(exc).__name__)
+        raise GatewayRefusal(
+            503, "broker-unavailable", "the webhook could not be relayed; retry"
+        ) from None
+    logger.info("provider_hook_hinted", request_id=submitted.request_id, hinted=hint.status)
+    return HookReceipt(hinted=True, detail="the job is checked now")
 
 
 def _generation(row: Any) -> Generation:

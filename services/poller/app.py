@@ -1,9 +1,22 @@
-"""Poller wiring: job.submitted + poller.due -> job.progressed / job.succeeded / job.failed."""
+"""Poller wiring: job.submitted + poller.due + poller.hinted -> job.progressed / job.succeeded /
+job.failed."""
 
 from __future__ import annotations
 
-from schemas.events import JobFailed, JobProgressed, JobSubmitted, JobSucceeded, PollDue
-from services.poller.handlers import PollerDeps, handle_job_submitted, handle_poll_due
+from schemas.events import (
+    JobFailed,
+    JobProgressed,
+    JobSubmitted,
+    JobSucceeded,
+    PollDue,
+    PollHinted,
+)
+from services.poller.handlers import (
+    PollerDeps,
+    handle_job_submitted,
+    handle_poll_due,
+    handle_poll_hinted,
+)
 from vidpipe.db.ledger import Ledger
 from vidpipe.settings import Settings
 from vidpipe.stage import Deps, Resources, Stage
@@ -40,8 +53,12 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
     async def on_submitted(event: JobSubmitted, deps: Deps[PollerDeps]) -> None:
         await handle_job_submitted(event, deps)
 
-    @stage.keyed_batches({topics.due("poller"): PollDue})
-    async def on_due(event: PollDue, deps: Deps[PollerDeps]) -> None:
-        await handle_poll_due(event, deps)
+    # Timed checks and webhooks' out-of-turn ones (services/poller), on one consumer.
+    @stage.keyed_batches({topics.due("poller"): PollDue, topics.poll_hinted: PollHinted})
+    async def on_due(event: PollDue | PollHinted, deps: Deps[PollerDeps]) -> None:
+        if isinstance(event, PollHinted):
+            await handle_poll_hinted(event, deps)
+        else:
+            await handle_poll_due(event, deps)
 
     return stage

@@ -2,6 +2,8 @@
 
 Reads:   {prefix}job.submitted   JobSubmitted  -> schedules the first status check
          {prefix}poller.due      PollDue       (released by this stage's timers) -> one check
+         {prefix}poller.hinted   PollHinted    (a provider's webhook, via the gateway) -> one
+                                               check now, announced only if the job has ended
 Writes:  {prefix}job.progressed  JobProgressed (only when status or progress changed)
          {prefix}job.succeeded   JobSucceeded
          {prefix}job.failed      JobFailed (stage="poll")
@@ -10,6 +12,10 @@ Writes:  {prefix}job.progressed  JobProgressed (only when status or progress cha
 A cancelled request (the submitter's ledger says so) is checked no more: its due check ends
 without a provider call, and an outcome seen as the cancel took the claim is dropped
 (`Ledger.finish` decides which of the two came first), so nothing downstream runs for it.
+
+A webhook is only a hint: its check asks the provider as any other does, announces the end the
+provider reports (the very events the timed check would, so the later copy is dropped) and
+schedules nothing, so a lost or forged webhook changes nothing (`decide_hinted_check`).
 
 The handlers do the I/O (ask the provider, publish, schedule); what a check means is decided by
 `vidpipe.policy.polling`, a pure function of the check, the provider's answer and the time.
@@ -26,7 +32,7 @@ from typing import Protocol
 
 import structlog
 
-from schemas.events import JobFailed, JobSubmitted, JobSucceeded, PollDue, utcnow
+from schemas.events import JobFailed, JobSubmitted, JobSucceeded, PollDue, PollHinted, utcnow
 from schemas.topics import Topics
 from vidpipe.bus import Publisher
 from vidpipe.errors import ProviderError
@@ -38,11 +44,19 @@ from vidpipe.policy.polling import (
     PollOutcome,
     PollSchedule,
     decide_check,
+    decide_hinted_check,
     first_check,
+    hinted_check,
 )
 from vidpipe.providers.base import ProviderClient
 
-__all__ = ["JobGate", "PollerDeps", "handle_job_submitted", "handle_poll_due"]
+__all__ = [
+    "JobGate",
+    "PollerDeps",
+    "handle_job_submitted",
+    "handle_poll_due",
+    "handle_poll_hinted",
+]
 
 log = structlog.get_logger("vidpipe.poller")
 
@@ -87,18 +101,45 @@ async def handle_job_submitted(event: JobSubmitted, deps: PollerDeps) -> None:
     await _carry_out(first_check(event, deps.schedule, deps.clock()), deps)
 
 
-async def handle_poll_due(due: PollDue, deps: PollerDeps) -> None:
+async def _look(
+    due: PollDue, deps: PollerDeps
+) -> ObservedJob | ProviderError | NotConfigured | Cancelled:
+    """Ask the provider how the job is (or say why it was not asked)."""
     client = deps.providers.get(due.provider)
-    seen: ObservedJob | ProviderError | NotConfigured | Cancelled
     if deps.gate is not None and await deps.gate.is_cancelled(due.request_id):
-        seen = CANCELLED  # no provider call for a job nobody wants
-    elif client is None:
-        seen = NotConfigured()
-    else:
-        try:
-            seen = await client.get_job(due.provider_job_id)
-        except ProviderError as exc:
-            seen = exc
+        return CANCELLED  # no provider call for a job nobody wants
+    if client is None:
+        return NotConfigured()
+    try:
+        return await client.get_job(due.provider_job_id)
+    except ProviderError as exc:
+        return exc
+
+
+async def handle_poll_hinted(hint: PollHinted, deps: PollerDeps) -> None:
+    logger = log.bind(request_id=hint.request_id, provider_job_id=hint.provider_job_id)
+    submitted = hint.submitted
+    if (hint.provider, hint.provider_job_id, hint.request_id) != (
+        submitted.provider,
+        submitted.provider_job_id,
+        submitted.request_id,
+    ):
+        logger.warning("hint_mismatched", provider=hint.provider)
+        return
+    due = hinted_check(hint, deps.clock())
+    seen = await _look(due, deps)
+    outcome = decide_hinted_check(due, seen, deps.schedule, deps.clock())
+    if outcome.ended and deps.gate is not None and not await deps.gate.finish(due.request_id):
+        return  # the cancel took the claim first: nothing to announce
+    logger.info(
+        "hinted_check", source=hint.source, hinted=hint.hinted_status, verdict=outcome.verdict
+    )
+    for event in outcome.events:
+        await deps.publisher.publish(event)
+
+
+async def handle_poll_due(due: PollDue, deps: PollerDeps) -> None:
+    seen = await _look(due, deps)
     outcome = decide_check(due, seen, deps.schedule, deps.clock())
     if outcome.ended and deps.gate is not None and not await deps.gate.finish(due.request_id):
         # The cancel took the claim before this outcome did: it is not announced.

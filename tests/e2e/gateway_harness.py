@@ -33,10 +33,13 @@ class Gateway:
         )
 
 
-def start_gateway(pipeline: Pipeline, extra_env: dict[str, str] | None = None) -> Gateway:
-    """Start the gateway on a free port and wait until it answers /healthz (its lifespan has
-    made the topics and tables by then)."""
-    (port,) = free_ports(1)
+def start_gateway(
+    pipeline: Pipeline, extra_env: dict[str, str] | None = None, *, port: int | None = None
+) -> Gateway:
+    """Start the gateway on `port` (default: a free one) and wait until it answers /healthz
+    (its lifespan has made the topics and tables by then)."""
+    if port is None:
+        (port,) = free_ports(1)
     env = {
         **pipeline.stack.env,
         "VIDPIPE_KAFKA_BOOTSTRAP": pipeline.bootstrap_servers,

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from schemas.events import CancelRequested, GenerationRequested
+from schemas.events import CancelRequested, GenerationRequested, PollHinted
 from schemas.topics import DEFAULT_PREFIX, Topics
 from vidpipe.bus.security import KafkaSecurity, client_kwargs, diagnose_refusal
 from vidpipe.bus.tracing import trace_headers
@@ -83,6 +83,7 @@ class RequestPublisher:
         VIDPIPE_KAFKA_SASL_* and VIDPIPE_KAFKA_SSL_* from the environment."""
         self.topic = Topics(topic_prefix).generation_requested
         self.cancel_topic = Topics(topic_prefix).cancel_requested
+        self.hint_topic = Topics(topic_prefix).poll_hinted
         self._bootstrap = bootstrap_servers
         self._security = security
         self._producer = AIOKafkaProducer(
@@ -139,6 +140,19 @@ class RequestPublisher:
                 ("content-type", b"application/json"),
                 ("event-type", b"CancelRequested"),
                 *trace_headers(),  # the caller's current span, if any
+            ],
+        )
+
+    async def publish_hint(self, hint: PollHinted) -> None:
+        """Ask the poller to check a job now (a provider's webhook): `{prefix}poller.hinted`."""
+        await self._producer.send_and_wait(
+            self.hint_topic,
+            value=hint.model_dump_json().encode(),
+            key=hint.request_id.encode(),
+            headers=[
+                ("content-type", b"application/json"),
+                ("event-type", b"PollHinted"),
+                *trace_headers(),
             ],
         )
 

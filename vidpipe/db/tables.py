@@ -102,6 +102,8 @@ projects = Table(
     Column("price_version", String(32)),
     # The providers the request's lineage went through, in order: "azure-sora,gemini,fal".
     Column("failover_path", String(512)),
+    # A provider's webhook names its job, not our request (the gateway's provider hooks).
+    Index("ix_projects_provider_job", "provider", "sora_job_id"),
 )
 
 events = Table(

@@ -2,7 +2,9 @@
 
 Pure: `first_check(submitted, schedule, now)` and `decide_check(due, seen, schedule, now)` take
 what happened (the job as the provider reported it, or the provider's error) and return a
-`PollOutcome`; the handler publishes its events and schedules its next check. Every event id is
+`PollOutcome`; the handler publishes its events and schedules its next check. A provider's
+webhook adds one check out of turn (`hinted_check`, `decide_hinted_check`): it may end the job
+sooner, never otherwise. Every event id is
 derived from the request and the step, so a check repeated after a crash decides the very same
 events, and consumers drop the copies.
 """
@@ -21,6 +23,7 @@ from schemas.events import (
     JobSubmitted,
     JobSucceeded,
     PollDue,
+    PollHinted,
     clip_message,
     derive_event_id,
 )
@@ -34,7 +37,9 @@ __all__ = [
     "PollOutcome",
     "PollSchedule",
     "decide_check",
+    "decide_hinted_check",
     "first_check",
+    "hinted_check",
     "poll_delay",
 ]
 
@@ -297,3 +302,42 @@ def _failed(due: PollDue, code: str, message: str, now: datetime) -> PollOutcome
         price_version=due.price_version,
     )
     return PollOutcome("failed", events=(failed,), reason_code=code)
+
+
+def hinted_check(hint: PollHinted, now: datetime) -> PollDue:
+    """The check a provider's webhook asks for, now. Its id is the hint's own, so it never
+    collides with the job's timed checks (which go on regardless)."""
+    submitted = hint.submitted
+    return PollDue(
+        event_id=derive_event_id(submitted.request_id, "PollHinted", hint.event_id),
+        occurred_at=now,
+        request_id=submitted.request_id,
+        causation_id=hint.event_id,
+        provider=submitted.provider,
+        provider_job_id=submitted.provider_job_id,
+        endpoint_host=submitted.endpoint_host,
+        last_status=submitted.status,
+        request=submitted.request,
+        submitted_at=submitted.occurred_at,
+        cost_usd=submitted.cost_usd,
+        price_version=submitted.price_version,
+    )
+
+
+def decide_hinted_check(
+    due: PollDue,
+    seen: ObservedJob | ProviderError | NotConfigured | Cancelled,
+    schedule: PollSchedule,
+    now: datetime,
+) -> PollOutcome:
+    """What an out-of-turn check announces: the job's end, if the provider itself reports one;
+    nothing otherwise. An error, a job still running or a cancelled request are left to the
+    timed checks, and nothing is scheduled: a hint (lost, forged or not) cannot stall, fail or
+    duplicate the job's own chain. The events are the ones the timed check would announce (ids
+    derived from the job, not the check), so whichever check comes second is dropped as a copy."""
+    if isinstance(seen, (ProviderError, NotConfigured, Cancelled)):
+        return PollOutcome("waiting")
+    if seen.status not in ("succeeded", "failed", "cancelled"):
+        return PollOutcome("waiting")
+    outcome = decide_check(due, seen, schedule, now)
+    return PollOutcome(outcome.verdict, events=outcome.events, reason_code=outcome.reason_code)

@@ -26,6 +26,7 @@ from vidpipe.providers.gemini import GeminiClient, GeminiConfig
 from vidpipe.providers.openai_videos import OpenAIVideosClient, OpenAIVideosConfig
 from vidpipe.providers.replicate import ReplicateClient, ReplicateConfig
 from vidpipe.providers.runway import RunwayClient, RunwayConfig
+from vidpipe.providers.webhooks import HookVerifier
 
 __all__ = [
     "NO_RETRY",
@@ -52,6 +53,7 @@ __all__ = [
     "build_provider",
     "configured_providers",
     "max_concurrent_jobs",
+    "open_hook_verifiers",
     "open_providers",
     "provider_config",
 ]
@@ -124,3 +126,14 @@ def open_providers(
         if config.configured:
             clients[name] = config.build(timeout_s=timeout_s, retry=retry)
     return clients
+
+
+def open_hook_verifiers() -> dict[str, HookVerifier]:
+    """The checkers of the providers' own webhooks that are set up (the gateway's
+    /v1/provider-hooks/{provider}); a provider without one is polled only."""
+    verifiers: dict[str, HookVerifier] = {}
+    for name, config_type in _REGISTRY.items():
+        verifier = config_type().hook_verifier()
+        if verifier is not None:
+            verifiers[name] = verifier
+    return verifiers

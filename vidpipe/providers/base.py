@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
 from pydantic import AliasChoices, Field
@@ -22,6 +22,9 @@ from schemas.events import JobState
 from vidpipe.errors import ConfigurationError, CreateOutcomeUnknown, ProviderUnavailable
 from vidpipe.net.images import InputImage
 from vidpipe.net.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from vidpipe.providers.webhooks import HookVerifier
 
 __all__ = [
     "InputImage",
@@ -241,6 +244,11 @@ class ProviderConfig(BaseSettings):
         missing = self.missing()
         what = " and ".join(missing) if missing else "its endpoint and key"
         return ConfigurationError(f"provider {self.name!r} is not configured: set {what}")
+
+    def hook_verifier(self) -> HookVerifier | None:
+        """How this provider's own webhooks are checked (`vidpipe.providers.webhooks`), when it
+        sends them and they are set up; None: its jobs are polled only."""
+        return None
 
     @abstractmethod
     def build(

@@ -36,6 +36,7 @@ from vidpipe.providers.http import (
     request,
 )
 from vidpipe.providers.jobs import job_object, unix_to_datetime
+from vidpipe.providers.webhooks import HookVerifier, StandardHooks
 
 __all__ = ["OpenAIVideosClient", "OpenAIVideosConfig"]
 
@@ -292,6 +293,15 @@ class OpenAIVideosConfig(ProviderConfig):
     auth_header: str = Field(default="authorization", pattern="^(authorization|api-key)$")
     model: str = "sora-2"
     max_concurrent_jobs: int = Field(default=2, ge=1)
+    #: The signing secret ("whsec_...") of the webhook endpoint set up in the provider's
+    #: dashboard for `video.completed` / `video.failed` (the gateway's
+    #: /v1/provider-hooks/openai-videos); the gateway accepts them only when it is set.
+    webhook_secret: SecretStr | None = None
+
+    def hook_verifier(self) -> HookVerifier | None:
+        if self.webhook_secret is None:
+            return None
+        return StandardHooks(self.name, self.webhook_secret)
 
     def build(
         self,

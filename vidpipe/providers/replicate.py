@@ -58,6 +58,7 @@ from vidpipe.providers.http import (
     request,
 )
 from vidpipe.providers.jobs import job_object
+from vidpipe.providers.webhooks import HookVerifier, StandardHooks
 
 __all__ = ["OUTPUT_LIFETIME", "ReplicateClient", "ReplicateConfig"]
 
@@ -105,6 +106,7 @@ class ReplicateClient:
         api_token: SecretStr | str,
         base_url: str = "https://api.replicate.com",
         model: str = "kwaivgi/kling-v2.1",
+        webhook_url: str | None = None,
         allow_private_redirects: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = 30.0,
@@ -121,6 +123,11 @@ class ReplicateClient:
         self._base = base
         self._secrets = (token,)
         self._allow_private_redirects = allow_private_redirects
+        self._webhook_url = (
+            None
+            if webhook_url is None
+            else check_base_url(webhook_url, setting="VIDPIPE_REPLICATE_WEBHOOK_URL")
+        )
         self._retry = retry or RetryPolicy()
         self._client = build_async_client(
             f"{base}/",
@@ -170,11 +177,15 @@ class ReplicateClient:
             encoded = base64.b64encode(spec.image.data).decode("ascii")
             inputs["start_image"] = f"data:{spec.image.content_type};base64,{encoded}"
 
+        body: dict[str, Any] = {"input": inputs}
+        if self._webhook_url is not None:
+            # Only a hint that the prediction ended; the poller still checks (docs/providers.md).
+            body["webhook"] = self._webhook_url
+            body["webhook_events_filter"] = ["completed"]
+
         async def attempt() -> httpx.Response:
             try:
-                return await self._call(
-                    "POST", f"{path}/predictions", "create_job", json={"input": inputs}
-                )
+                return await self._call("POST", f"{path}/predictions", "create_job", json=body)
             except CreateOutcomeUnknown:
                 raise
             except ProviderUnavailable as exc:
@@ -363,6 +374,17 @@ class ReplicateConfig(ProviderConfig):
     )
     model: str = "kwaivgi/kling-v2.1"
     max_concurrent_jobs: int = Field(default=2, ge=1)
+    #: Where Replicate should POST a finished prediction (the gateway's
+    #: /v1/provider-hooks/replicate); None: no webhook is asked for, polling alone.
+    webhook_url: str | None = None
+    #: The account's signing secret ("whsec_...", `GET /v1/webhooks/default/secret`): the
+    #: gateway accepts Replicate's webhooks only when it is set.
+    webhook_secret: SecretStr | None = None
+
+    def hook_verifier(self) -> HookVerifier | None:
+        if self.webhook_secret is None:
+            return None
+        return StandardHooks(self.name, self.webhook_secret)
 
     def build(
         self,
@@ -377,6 +399,7 @@ class ReplicateConfig(ProviderConfig):
             base_url=self.base_url,
             api_token=self.api_token,
             model=self.model,
+            webhook_url=self.webhook_url,
             allow_private_redirects=self.allow_private_urls,
             transport=transport,
             timeout_s=timeout_s,

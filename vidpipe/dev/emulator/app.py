@@ -8,6 +8,7 @@ Admin (same auth as the APIs, except health):
     GET  /_emulator/stats    -> counters, e.g. {"azure.jobs_created": 3, ...}
     GET  /_emulator/sample.mp4 -> the sample video, without auth (as a pre-signed blob URL
                                  serves it: a target for the "redirect" download mode)
+    GET  /.well-known/jwks.json -> the public key fal's webhooks are signed with, without auth
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidpipe.dev.emulator import azure, fal, gemini, openai_videos, replicate, runway
-from vidpipe.dev.emulator.common import bytes_response, error_response, state_of
+from vidpipe.dev.emulator.common import bytes_response, error_response, hooks_of, state_of
 from vidpipe.dev.emulator.config import EmulatorConfig
 from vidpipe.dev.emulator.faults import FaultMiddleware
 from vidpipe.dev.emulator.state import EmulatorState
+from vidpipe.dev.emulator.webhooks import JWKS_PATH, HookSender
 
 __all__ = ["create_app"]
 
@@ -139,11 +141,16 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(status, "Request failed.", code=str(status))
 
 
+async def jwks(request: Request) -> Response:
+    return JSONResponse(hooks_of(request).jwks())
+
+
 def create_app(config: EmulatorConfig | EmulatorState | None = None) -> Starlette:
     """Build the app around a config (or an existing state, to share it with a test)."""
     state = (
         config if isinstance(config, EmulatorState) else EmulatorState(config or EmulatorConfig())
     )
+    hooks = HookSender(state)
     app = Starlette(
         routes=[
             *azure.routes(),
@@ -158,12 +165,14 @@ def create_app(config: EmulatorConfig | EmulatorState | None = None) -> Starlett
             Route("/_emulator/reset", reset, methods=["POST"]),
             Route("/_emulator/stats", stats, methods=["GET"]),
             Route("/_emulator/sample.mp4", sample_video, methods=["GET", "HEAD"]),
+            Route(JWKS_PATH, jwks, methods=["GET"]),
             # Last: fal's queue sits at the root and its submit takes any POST path left over.
             *fal.routes(),
         ],
         exception_handlers={404: _http_error, 405: _http_error},
     )
     app.state.emulator = state
+    app.state.hooks = hooks
     # Added before RequestIdMiddleware, so inside it: an injected fault still carries the ids.
     app.add_middleware(FaultMiddleware, state=state, seed=state.config.seed)
     app.add_middleware(RequestIdMiddleware)

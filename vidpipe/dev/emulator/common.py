@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from vidpipe.dev.emulator.state import EmulatorState
+from vidpipe.dev.emulator.webhooks import HookSender
 from vidpipe.errors import BodyError
 
 __all__ = [
@@ -29,12 +30,19 @@ __all__ = [
     "bytes_response",
     "drop_connection",
     "error_response",
+    "hooks_of",
     "rate_limit_headers",
     "read_body",
     "state_of",
 ]
 
 CHUNK_SIZE = 16 * 1024
+
+
+def hooks_of(request: Request) -> HookSender:
+    """The app's webhook sender (vidpipe/dev/emulator/webhooks.py)."""
+    hooks: HookSender = request.app.state.hooks
+    return hooks
 
 
 def state_of(request: Request) -> EmulatorState:

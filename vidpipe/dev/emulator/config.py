@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from vidpipe.errors import DirectiveError
 
 __all__ = [
+    "DEV_WEBHOOK_SECRET",
     "DOWNLOAD_MODES",
     "DirectiveError",
     "Directives",
@@ -22,6 +23,9 @@ __all__ = [
 # "truncated": a real MP4 cut at 40 %, served whole (its Content-Length is the cut length);
 # "redirect": 302 to `download_redirect_url` (by default the cloud metadata address).
 DownloadMode = Literal["ok", "missing", "delayed", "flaky", "json_body", "truncated", "redirect"]
+# The emulator's webhook signing secret unless told otherwise: a development value, known to
+# `vidpipe up` and the tests (VIDPIPE_REPLICATE_WEBHOOK_SECRET, VIDPIPE_OPENAI_WEBHOOK_SECRET).
+DEV_WEBHOOK_SECRET = "whsec_ZW11bGF0b3Itd2ViaG9vay1zZWNyZXQtZm9yLWRldg=="  # noqa: S105
 # Bounds of a served video's duration: the longest any request may ask for (schemas/events.py
 # takes 1-60 seconds), and a few frames at the shortest.
 MAX_VIDEO_SECONDS = 60.0
@@ -98,6 +102,15 @@ class EmulatorConfig(BaseModel):
     fault_slow_share: float = Field(default=0.0, ge=0, le=1)
     fault_slow_seconds: float = Field(default=0.0, ge=0, le=600)  # real seconds, not emulated
 
+    # The providers' own webhooks (vidpipe/dev/emulator/webhooks.py): "ok" sends them signed,
+    # "lost" never sends them, "forged" sends them with a signature that does not verify.
+    webhooks: Literal["ok", "lost", "forged"] = "ok"
+    # Signs replicate's and openai's webhooks (Standard Webhooks); a development value.
+    webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
+    # Where every /v1/videos job's video.completed / video.failed goes (OpenAI sets this per
+    # project in its dashboard, not per request); None: none is sent.
+    openai_webhook_url: str | None = None
+
     # gemini's Interactions API: a finished video up to this size comes inline (base64) in the
     # interaction; a larger one, or one the download switches hold back, as a URI. 0: always a URI.
     interactions_inline_max_bytes: int = Field(default=20 * 1024 * 1024, ge=0)
@@ -132,6 +145,7 @@ class EmulatorConfig(BaseModel):
         """JSON-ready view for GET /_emulator/config; the key is masked, never echoed."""
         data = self.model_dump(mode="json")
         data["api_key"] = None if self.api_key is None else "**********"
+        data["webhook_secret"] = "**********"  # noqa: S105 - the mask, not a secret
         return data
 
     def updated(self, changes: dict[str, Any]) -> EmulatorConfig:

@@ -30,6 +30,7 @@ from vidpipe.dev.emulator.common import (
     BodyError,
     bytes_response,
     drop_connection,
+    hooks_of,
     rate_limit_headers,
     read_body,
     state_of,
@@ -194,6 +195,12 @@ async def submit(request: Request) -> Response:
     if directives.drop_after_create:
         state.stats["fal.creates_dropped"] += 1
         return drop_connection()
+    webhook = request.query_params.get("fal_webhook")
+    if webhook:
+        base = str(request.base_url).rstrip("/")
+        hooks_of(request).send_when_done(
+            job, webhook, lambda done, now: _webhook_body(base, done, now)
+        )
     log.info("fal request %s queued for %s", job.id, model)
     now = state.clock()
     return JSONResponse(
@@ -205,6 +212,16 @@ async def submit(request: Request) -> Response:
         },
         headers={"x-fal-request-id": job.id},
     )
+
+
+def _webhook_body(base: str, job: Job, now: float) -> dict[str, Any]:
+    """What fal POSTs to `fal_webhook` when the request ends: OK with the result, or ERROR."""
+    body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
+    if job.phase(now) == "succeeded":
+        video = {"url": f"{base}{MEDIA_PREFIX}/{job.id}/output.mp4", "content_type": "video/mp4"}
+        return {**body, "status": "OK", "payload": {"video": video, "seed": job.seq}}
+    type_, msg = _failure(job)
+    return {**body, "status": "ERROR", "error": msg, "payload": {"detail": [{"type": type_}]}}
 
 
 def _job(request: Request) -> Job | Response:

@@ -8,6 +8,7 @@ A video's content lasts its `seconds` (a remix keeps its source's), unless
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from vidpipe.dev.emulator.common import (
     bytes_response,
     drop_connection,
     error_response,
+    hooks_of,
     rate_limit_headers,
     read_body,
     state_of,
@@ -94,6 +96,24 @@ def video_json(job: Job, now: float) -> dict[str, Any]:
         "remixed_from_video_id": job.remixed_from,
         "error": error,
     }
+
+
+def _event_json(job: Job, now: float) -> dict[str, Any]:
+    """The `video.completed` / `video.failed` event OpenAI POSTs to the project's endpoint."""
+    kind = "video.completed" if job.phase(now) == "succeeded" else "video.failed"
+    return {
+        "id": f"evt_{secrets.token_hex(12)}",
+        "object": "event",
+        "created_at": int(now),
+        "type": kind,
+        "data": {"id": job.id},
+    }
+
+
+def _notify_when_done(request: Request, job: Job) -> None:
+    url = state_of(request).config.openai_webhook_url
+    if url:
+        hooks_of(request).send_when_done(job, url, _event_json)
 
 
 def _video_response(state: EmulatorState, job: Job) -> JSONResponse:
@@ -239,6 +259,7 @@ async def create_video(request: Request) -> Response:
         log.info("openai video %s created, connection dropped", job.id)
         return drop_connection()
     _remember(state, request, owner, body, job)
+    _notify_when_done(request, job)
     log.info("openai video %s created (%s, %ss)", job.id, size, seconds)
     return _video_response(state, job)
 
@@ -283,6 +304,7 @@ async def remix_video(request: Request) -> Response:
         remixed_from=source.id,
     )
     _remember(state, request, owner, body, job)
+    _notify_when_done(request, job)
     return _video_response(state, job)
 
 

@@ -28,6 +28,7 @@ from vidpipe.dev.emulator.common import (
     BodyError,
     bytes_response,
     drop_connection,
+    hooks_of,
     rate_limit_headers,
     read_body,
     state_of,
@@ -192,6 +193,13 @@ async def _create(request: Request, model: str | None) -> Response:
     if directives.drop_after_create:
         state.stats["replicate.creates_dropped"] += 1
         return drop_connection()
+    webhook = body.fields.get("webhook")
+    events = body.fields.get("webhook_events_filter") or ["start", "output", "logs", "completed"]
+    if isinstance(webhook, str) and webhook and isinstance(events, list) and "completed" in events:
+        # Only the "completed" event is sent (the one a job's end is announced by).
+        hooks_of(request).send_when_done(
+            job, webhook, lambda done, now: prediction_json(request, done, now)
+        )
     log.info("replicate prediction %s created for %s", job.id, model)
     return JSONResponse(prediction_json(request, job, state.clock()), status_code=201)
 
@@ -290,8 +298,17 @@ async def delivery(request: Request) -> Response:
     )
 
 
+async def webhook_secret(request: Request) -> Response:
+    """`GET /v1/webhooks/default/secret`: the key the account's webhooks are signed with."""
+    owner = _auth(request)
+    if isinstance(owner, Response):
+        return owner
+    return JSONResponse({"key": state_of(request).config.webhook_secret.get_secret_value()})
+
+
 def routes() -> list[BaseRoute]:
     return [
+        Route("/v1/webhooks/default/secret", webhook_secret, methods=["GET"]),
         Route("/v1/models/{owner}/{name}/predictions", create_for_model, methods=["POST"]),
         Route("/v1/predictions", create_for_version, methods=["POST"]),
         Route("/v1/predictions", list_predictions, methods=["GET"]),

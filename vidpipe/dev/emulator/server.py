@@ -160,6 +160,7 @@ class EmulatorServer:
             return
         server.should_exit = True
         await task
+        await self.app.state.hooks.aclose()  # webhooks not yet sent go with the server
 
     async def __aenter__(self) -> EmulatorServer:
         await self.start()
