@@ -20,14 +20,13 @@ CORE = ("submitter", "poller", "fetcher", "recorder")
 FIRST_CHECK_S = "600"
 
 
-def _hooks_url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/v1/provider-hooks"
-
-
 async def _pipeline_with_hooks(
-    make_pipeline: MakePipeline, emulator: EmulatorThread, port: int
-) -> Pipeline:
-    hooks = _hooks_url(port)
+    make_pipeline: MakePipeline, emulator: EmulatorThread
+) -> tuple[Pipeline, str]:
+    """The core stages and the gateway, fal and replicate asking for webhooks; the pipeline and
+    the gateway's provider-hooks URL."""
+    (port,) = free_ports(1)
+    hooks = f"http://127.0.0.1:{port}/v1/provider-hooks"
     pipeline = await make_pipeline(
         {
             "VIDPIPE_FAL_BASE_URL": emulator.base_url,
@@ -47,19 +46,18 @@ async def _pipeline_with_hooks(
     start_gateway(pipeline, port=port)
     for name in CORE:
         pipeline.start(name)
-    return pipeline
+    return pipeline, hooks
 
 
 async def test_a_genuine_webhook_gets_the_video_stored_before_any_timed_check(
     make_pipeline: MakePipeline, emulator: EmulatorThread
 ) -> None:
-    (port,) = free_ports(1)
-    pipeline = await _pipeline_with_hooks(make_pipeline, emulator, port)
+    pipeline, hooks = await _pipeline_with_hooks(make_pipeline, emulator)
     prefix = pipeline.settings.topic_prefix
     fal = make_request(prefix, "fal", provider="fal")
     replicate = make_request(prefix, "replicate", provider="replicate")
     videos = make_request(prefix, "videos", provider="openai-videos")
-    emulator.update_config(openai_webhook_url=f"{_hooks_url(port)}/openai-videos")
+    emulator.update_config(openai_webhook_url=f"{hooks}/openai-videos")
     try:
         await pipeline.publish(fal, replicate, videos)
         ids = [fal.request_id, replicate.request_id, videos.request_id]
@@ -80,8 +78,7 @@ async def test_a_genuine_webhook_gets_the_video_stored_before_any_timed_check(
 async def test_a_forged_webhook_is_refused_and_changes_nothing(
     make_pipeline: MakePipeline, emulator: EmulatorThread
 ) -> None:
-    (port,) = free_ports(1)
-    pipeline = await _pipeline_with_hooks(make_pipeline, emulator, port)
+    pipeline, _hooks = await _pipeline_with_hooks(make_pipeline, emulator)
     prefix = pipeline.settings.topic_prefix
     request = make_request(prefix, "forged", provider="replicate")
     refused_before = emulator.state.stats["replicate.webhooks_answered_401"]

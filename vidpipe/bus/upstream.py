@@ -132,27 +132,21 @@ class RequestPublisher:
 
     async def publish_cancel(self, cancel: CancelRequested) -> None:
         """Ask for a request to be cancelled: `{prefix}cancel.requested`, keyed by request id."""
-        await self._producer.send_and_wait(
-            self.cancel_topic,
-            value=cancel.model_dump_json().encode(),
-            key=cancel.request_id.encode(),
-            headers=[
-                ("content-type", b"application/json"),
-                ("event-type", b"CancelRequested"),
-                *trace_headers(),  # the caller's current span, if any
-            ],
-        )
+        await self._send(self.cancel_topic, cancel)
 
     async def publish_hint(self, hint: PollHinted) -> None:
         """Ask the poller to check a job now (a provider's webhook): `{prefix}poller.hinted`."""
+        await self._send(self.hint_topic, hint)
+
+    async def _send(self, topic: str, event: CancelRequested | PollHinted) -> None:
         await self._producer.send_and_wait(
-            self.hint_topic,
-            value=hint.model_dump_json().encode(),
-            key=hint.request_id.encode(),
+            topic,
+            value=event.model_dump_json().encode(),
+            key=event.request_id.encode(),
             headers=[
                 ("content-type", b"application/json"),
-                ("event-type", b"PollHinted"),
-                *trace_headers(),
+                ("event-type", event.event_type.encode()),
+                *trace_headers(),  # the caller's current span, if any
             ],
         )
 

@@ -11,6 +11,7 @@ events, and consumers drop the copies.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, Protocol
@@ -143,13 +144,15 @@ def poll_delay(
     return float(max(wait, hint_s or 0.0))
 
 
-def first_check(submitted: JobSubmitted, schedule: PollSchedule, now: datetime) -> PollOutcome:
-    """A submitted job's first status check, `first_s` from now."""
-    due = PollDue(
-        event_id=derive_event_id(submitted.request_id, "PollDue", submitted.provider_job_id, 0),
+def _check_of(
+    submitted: JobSubmitted, event_id: uuid.UUID, causation_id: uuid.UUID, now: datetime
+) -> PollDue:
+    """A status check of the job `submitted` announced, carrying what its outcome needs."""
+    return PollDue(
+        event_id=event_id,
         occurred_at=now,
         request_id=submitted.request_id,
-        causation_id=submitted.event_id,
+        causation_id=causation_id,
         provider=submitted.provider,
         provider_job_id=submitted.provider_job_id,
         endpoint_host=submitted.endpoint_host,
@@ -159,6 +162,13 @@ def first_check(submitted: JobSubmitted, schedule: PollSchedule, now: datetime) 
         cost_usd=submitted.cost_usd,
         price_version=submitted.price_version,
     )
+
+
+def first_check(submitted: JobSubmitted, schedule: PollSchedule, now: datetime) -> PollOutcome:
+    """A submitted job's first status check, `first_s` from now."""
+    rid = submitted.request_id
+    first = derive_event_id(rid, "PollDue", submitted.provider_job_id, 0)
+    due = _check_of(submitted, first, submitted.event_id, now)
     return PollOutcome("scheduled", next_check=due, delay_s=schedule.first_s)
 
 
@@ -307,21 +317,8 @@ def _failed(due: PollDue, code: str, message: str, now: datetime) -> PollOutcome
 def hinted_check(hint: PollHinted, now: datetime) -> PollDue:
     """The check a provider's webhook asks for, now. Its id is the hint's own, so it never
     collides with the job's timed checks (which go on regardless)."""
-    submitted = hint.submitted
-    return PollDue(
-        event_id=derive_event_id(submitted.request_id, "PollHinted", hint.event_id),
-        occurred_at=now,
-        request_id=submitted.request_id,
-        causation_id=hint.event_id,
-        provider=submitted.provider,
-        provider_job_id=submitted.provider_job_id,
-        endpoint_host=submitted.endpoint_host,
-        last_status=submitted.status,
-        request=submitted.request,
-        submitted_at=submitted.occurred_at,
-        cost_usd=submitted.cost_usd,
-        price_version=submitted.price_version,
-    )
+    check_id = derive_event_id(hint.submitted.request_id, "PollHinted", hint.event_id)
+    return _check_of(hint.submitted, check_id, hint.event_id, now)
 
 
 def decide_hinted_check(
