@@ -99,7 +99,7 @@ def build_async_client(
         base_url=base_url,
         headers={"User-Agent": USER_AGENT, **headers},
         params=dict(params or {}),
-        transport=transport,
+        transport=_Unpropagated(transport or httpx.AsyncHTTPTransport()),
         timeout=httpx.Timeout(timeout_s),
         # Redirects are followed by hand in download.stream_video, so credentials never cross
         # origins.
@@ -107,6 +107,28 @@ def build_async_client(
         trust_env=False,  # no ambient proxy/netrc surprises: behaviour comes from settings only
     )
     return traced(client)
+
+
+#: The trace context headers OpenTelemetry adds to every request of a traced client.
+_PROPAGATION_HEADERS = ("traceparent", "tracestate", "baggage")
+
+
+class _Unpropagated(httpx.AsyncBaseTransport):
+    """Sends requests without the trace context: a provider is a third party, and W3C Trace
+    Context leaves it to the caller not to tell one its trace ids. The span stays ours: the
+    instrumentation wraps this transport, so the headers are dropped after it added them."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for name in _PROPAGATION_HEADERS:
+            if name in request.headers:
+                del request.headers[name]
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def _url_without_secrets(span: Span, request: Any) -> None:
