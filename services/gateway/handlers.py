@@ -73,7 +73,7 @@ from vidpipe.db.tables import events, insert_ignore, projects, provider_slots
 from vidpipe.errors import GatewayRefusal, WebhookVerificationError
 from vidpipe.ops import connected
 from vidpipe.ops.dlq import list_dead_letters, redrive_dead_letters
-from vidpipe.policy.cancel import cancel_refusal
+from vidpipe.policy.cancel import cancel_targets
 from vidpipe.policy.projection import STATUS_RANK, TERMINAL_STATUSES
 from vidpipe.providers.webhooks import HookVerifier
 
@@ -469,30 +469,50 @@ async def accept_generation(
 
 
 async def request_cancel(deps: GatewayDeps, key_name: str, request_id: str) -> Accepted:
-    """Publish a CancelRequested for a generation that can still be stopped.
+    """Publish a CancelRequested for a generation that can still be stopped, and for its latest
+    failover child while that one can (`cancel_targets`).
 
-    404 for an id nobody asked for, 409 once its job has ended (a cancel would change
+    404 for an id nobody asked for, 409 once nothing of it can be stopped (a cancel would change
     nothing), 503 when the broker is unavailable; the submitter's ledger decides for real."""
-    status = await _status_of(deps, request_id)
+    status, child_id = await _status_and_child(deps, request_id)
     if status is None and await _remembered(deps, accepted_requests.c.request_id == request_id):
         status = "requested"  # accepted here, not recorded yet
     if status is None:
         raise GatewayRefusal(404, "not-found", "no such generation")
-    refused = cancel_refusal(request_id, status)
-    if refused is not None:
-        raise GatewayRefusal(409, "not-cancellable", refused)
-    cancel = CancelRequested.model_validate({"request_id": request_id, "source": "gateway"})
+    child = None if child_id is None else (child_id, await _status_of(deps, child_id))
+    targets = cancel_targets(request_id, status, child)
+    if isinstance(targets, str):
+        raise GatewayRefusal(409, "not-cancellable", targets)
     try:
         if deps.publish_cancel is None:
             raise RuntimeError("no cancel publisher")
-        await deps.publish_cancel(cancel)
+        for target in targets:
+            reason = None if target == request_id else f"its lineage's request {request_id}"
+            cancel = CancelRequested.model_validate(
+                {"request_id": target, "source": "gateway", "reason": reason}
+            )
+            await deps.publish_cancel(cancel)
     except Exception as exc:
         log.warning("cancel_publish_failed", request_id=request_id, error=type(exc).__name__)
         raise GatewayRefusal(
             503, "broker-unavailable", "the cancel could not be published; retry"
         ) from None
-    log.info("cancel_requested", request_id=request_id, api_key=key_name)
+    log.info("cancel_requested", request_id=request_id, api_key=key_name, targets=len(targets))
     return _accepted(request_id, status)
+
+
+async def _status_and_child(deps: GatewayDeps, request_id: str) -> tuple[str | None, str | None]:
+    async with deps.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(projects.c.status, projects.c.failover_request_id).where(
+                    projects.c.request_id == request_id
+                )
+            )
+        ).first()
+    if row is None:
+        return None, None
+    return str(row[0]), (str(row[1]) if row[1] else None)
 
 
 async def _submitted_job(

@@ -224,3 +224,41 @@ async def test_the_gateway_cancels_a_generation_in_flight(pipeline: Pipeline) ->
         assert "already cancelled" in again.json()["detail"]
     assert await pipeline.count_events(rid, "JobCancelled") == 1
     assert await _slots_in_use(pipeline) == dict.fromkeys(PROTOCOLS, 0)
+
+
+async def test_a_cancel_of_a_request_that_failed_over_stops_its_child(
+    make_pipeline: MakePipeline, emulator: EmulatorThread
+) -> None:
+    pipeline = await make_pipeline(
+        {**_provider_env(emulator, 2), "VIDPIPE_FAILOVER_WHEN": "immediate"}
+    )
+    for name in (*STAGES, "failover"):
+        pipeline.start(name)
+    prefix = pipeline.settings.topic_prefix
+    # Azure cannot hand its video over; fal, the child's provider, takes its time.
+    request = make_request(
+        prefix,
+        "lineage",
+        prompt=f"a heron {prefix} [emulator:azure.download=missing] [emulator:fal.slow]",
+        provider="azure-sora",
+        seconds=4,
+        fallbacks=["failover"],
+        failover_chain=["fal"],
+    )
+    await pipeline.publish(request)
+    rid, child = request.request_id, f"{request.request_id}.failover"
+    await pipeline.wait_for([rid], until=lambda v: v.status == "failed_over", timeout_s=90)
+    await pipeline.wait_for([child], until=lambda v: v.sora_job_id is not None, timeout_s=60)
+    asked_before = emulator.state.stats[CANCEL_STAT["fal"]]
+
+    # The user cancels the request they made: its job has ended, its child's has not.
+    cli = _cli(pipeline, "cancel", rid)
+    assert cli.returncode == 0, cli.stderr
+    views = await pipeline.wait_for(
+        [rid, child], until=lambda v: v.status == "cancelled", timeout_s=90
+    )
+    assert emulator.state.stats[CANCEL_STAT["fal"]] > asked_before  # fal was asked to stop
+    assert await pipeline.count_events(child, "JobCancelled") == 1
+    assert await pipeline.count_events(child, "VideoStored") == 0
+    assert views[rid].failover_request_id == child
+    assert (await _slots_in_use(pipeline))["fal"] == 0

@@ -31,8 +31,8 @@ from vidpipe.cli import app
 from vidpipe.db.ledger import Ledger
 from vidpipe.db.tables import open_engine
 from vidpipe.errors import ProviderUnavailable
-from vidpipe.policy.cancel import cancel_refusal, cancelled_event, plan_cancel
-from vidpipe.policy.projection import project
+from vidpipe.policy.cancel import cancel_refusal, cancel_targets, cancelled_event, plan_cancel
+from vidpipe.policy.projection import project, project_parent
 from vidpipe.providers.base import InputImage, ProviderJob, VideoSpec
 from vidpipe.testing import FakeProvider, MemoryPublisher
 
@@ -385,6 +385,50 @@ def test_a_stored_record_ignores_a_cancel() -> None:
 def test_a_failure_recorded_first_is_overtaken_by_the_cancel() -> None:
     # The two topics are not ordered: a create that failed after the cancel may be read first.
     assert project({"status": "failed"}, _cancelled_event())["status"] == "cancelled"
+
+
+# --- a lineage: a cancel of the request that failed over stops its latest child ------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "child", "targets"),
+    [
+        ("running", None, ["r1"]),
+        ("failed_over", ("r1.failover", "running"), ["r1.failover"]),
+        ("failed_over", ("r1.failover", None), ["r1.failover"]),  # child not recorded yet
+        ("running", ("r1.failover", "queued"), ["r1", "r1.failover"]),
+        ("failed_over", ("r1.failover", "stored"), "already failed_over"),
+        ("stored", None, "already stored"),
+        (None, None, "no record"),
+    ],
+)
+def test_cancel_targets_are_the_request_and_its_child_while_they_can_be_stopped(
+    status: str | None, child: tuple[str, str | None] | None, targets: list[str] | str
+) -> None:
+    found = cancel_targets("r1", status, child)
+    if isinstance(targets, str):
+        assert isinstance(found, str) and targets in found
+    else:
+        assert found == targets
+
+
+def test_a_cancelled_child_ends_its_parent_cancelled() -> None:
+    child_cancelled = cancelled_event(
+        _cancel("r1.failover"),
+        plan_cancel("in_flight", "j2"),
+        provider="p",
+        provider_cancelled=True,
+        now=NOW,
+    )
+    parent = {"request_id": "r1", "status": "failed_over", "failover_request_id": "r1.failover"}
+    child = {"request_id": "r1.failover", "status": "running"}
+    assert project_parent(parent, child, child_cancelled)["status"] == "cancelled"
+    # An earlier child (the lineage moved on) or a parent already stored is left as it is.
+    assert (
+        project_parent({**parent, "failover_request_id": "r1.failover2"}, child, child_cancelled)
+        == {}
+    )
+    assert project_parent({**parent, "status": "stored"}, child, child_cancelled) == {}
 
 
 # --- the CLI's bad input ------------------------------------------------------------------------

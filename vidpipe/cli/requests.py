@@ -174,7 +174,7 @@ def cancel(
     from vidpipe.db.records import Records
     from vidpipe.db.tables import open_engine
     from vidpipe.errors import BrokerNotReadyError
-    from vidpipe.policy.cancel import cancel_refusal
+    from vidpipe.policy.cancel import cancel_targets
 
     cli = cli_context(ctx)
     try:
@@ -184,24 +184,40 @@ def cancel(
     except ValidationError as exc:
         raise cli.fail(f"invalid request id {request_id!r}: {exc.errors()[0]['msg']}") from None
 
-    async def recorded_status() -> str | None:
+    async def recorded() -> list[str] | str:
         engine = await open_engine(cli.settings.database_url)
         try:
-            view = await Records(engine).get(request_id)
-            return view.status if view else None
+            records = Records(engine)
+            view = await records.get(request_id)
+            child_id = view.failover_request_id if view else None
+            child_view = await records.get(child_id) if child_id else None
+            child = (
+                None if child_id is None else (child_id, child_view.status if child_view else None)
+            )
+            return cancel_targets(request_id, view.status if view else None, child)
         finally:
             await engine.dispose()
 
-    refused = cancel_refusal(request_id, asyncio.run(recorded_status()))
-    if refused is not None:
-        raise cli.fail(refused, 1)
+    targets = asyncio.run(recorded())
+    if isinstance(targets, str):
+        raise cli.fail(targets, 1)
+    # The lineage's latest child too, while it can be stopped (vidpipe.policy.cancel).
+    cancels = [
+        event
+        if target == request_id
+        else CancelRequested.model_validate(
+            {"request_id": target, "source": "cli", "reason": f"its lineage's request {request_id}"}
+        )
+        for target in targets
+    ]
     broker = cli.broker_address
 
     async def send() -> None:
         from vidpipe.bus.upstream import RequestPublisher
 
         async with RequestPublisher(broker, topic_prefix=cli.settings.topic_prefix) as publisher:
-            await publisher.publish_cancel(event)
+            for cancel in cancels:
+                await publisher.publish_cancel(cancel)
 
     try:
         asyncio.run(send())

@@ -17,7 +17,14 @@ from typing import Literal
 
 from schemas.events import CancelRequested, JobCancelled, clip_message, derive_event_id
 
-__all__ = ["CANCELLABLE_STATUSES", "CancelPlan", "cancel_refusal", "cancelled_event", "plan_cancel"]
+__all__ = [
+    "CANCELLABLE_STATUSES",
+    "CancelPlan",
+    "cancel_refusal",
+    "cancel_targets",
+    "cancelled_event",
+    "plan_cancel",
+]
 
 Verdict = Literal["never_submitted", "create_in_progress", "in_flight", "again", "too_late"]
 
@@ -97,6 +104,24 @@ def cancelled_event(
 #: The statuses in which a cancel can still stop something: past them the provider's job has
 #: ended (its video is generated, or it failed) and a cancel would change nothing.
 CANCELLABLE_STATUSES = frozenset({"requested", "submitted", "queued", "running"})
+
+
+def cancel_targets(
+    request_id: str, status: str | None, child: tuple[str, str | None] | None = None
+) -> list[str] | str:
+    """The requests a cancel of `request_id` is sent for, or why it is refused (one line).
+
+    The request itself while its job can still be stopped (`cancel_refusal`), and its latest
+    failover child (`child`: its id and recorded status, None while not recorded yet) while that
+    one can: a request that failed over is the child's job now, and whoever cancels the request
+    they made means its whole lineage."""
+    refused = cancel_refusal(request_id, status)
+    targets = [] if refused is not None else [request_id]
+    if status is not None and child is not None:
+        child_id, child_status = child
+        if child_status is None or child_status in CANCELLABLE_STATUSES:
+            targets.append(child_id)
+    return targets if targets else (refused or f"nothing of {request_id!r} can be stopped")
 
 
 def cancel_refusal(request_id: str, status: str | None) -> str | None:

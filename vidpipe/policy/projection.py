@@ -191,6 +191,15 @@ def project_parent(
         ):
             changes["status"] = "failed_over"
     elif (
+        isinstance(event, JobCancelled)
+        and parent.get("failover_request_id") == child_row["request_id"]
+        and parent.get("status") not in _FINAL
+    ):
+        # The lineage's latest child was cancelled: the request that was asked for ends so too
+        # (a cancel of the parent is sent to its child: vidpipe.policy.cancel.cancel_targets).
+        changes.update(status="cancelled", next_retry_at=None)
+        changes["error_message"] = f"cancelled: {event.message}"
+    elif (
         isinstance(event, VideoStored)
         and not event.placeholder
         and event.variant_index == 0
