@@ -1,6 +1,7 @@
 """The dashboard in Debian's Chromium (Playwright drives /usr/bin/chromium; nothing is downloaded):
-log in, submit from the form, watch the row reach `stored`, play the video, redrive a dead
-letter. Screenshots go to .vidpipe/test-artifacts/browser/ (gitignored); the path is printed."""
+log in, submit from the form, watch the row reach `stored` with its cost, play the video, cancel
+a slow one from its page, redrive a dead letter. Screenshots go to
+.vidpipe/test-artifacts/browser/ (gitignored); the path is printed."""
 
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ async def test_submit_watch_play_and_redrive_in_chromium(pipeline: Pipeline) -> 
             assert rid
             status = page.locator(f'#requests tr[data-request-id="{rid}"] td.status')
             await expect(status).to_have_text("stored", timeout=120_000)
+            # Its final cost, from the versioned price table (docs/costs.md).
+            cost = page.locator(f'#requests tr[data-request-id="{rid}"] td.cost')
+            await expect(cost).to_have_text(re.compile(r"^\$[0-9]+\.[0-9]{2}$"))
             await page.screenshot(path=ARTIFACTS / "requests.png", full_page=True)
 
             # One request: the timeline from the log, and the video plays (it has a duration).
@@ -85,6 +89,27 @@ async def test_submit_watch_play_and_redrive_in_chromium(pipeline: Pipeline) -> 
                 "() => document.querySelector('#video').currentTime > 0", timeout=30_000
             )
             await page.screenshot(path=ARTIFACTS / "request.png", full_page=True)
+
+            # A slow one, cancelled from its page: the job is stopped and the record says so.
+            await page.click("nav a[data-page=requests]")
+            await page.fill("#prompt", "a slow heron, cancelled from the browser [emulator:slow]")
+            await page.click("#submit")
+            await expect(result).not_to_have_attribute("data-request-id", rid, timeout=30_000)
+            slow = await result.get_attribute("data-request-id")
+            assert slow and slow != rid
+            await page.goto(f"{gateway.url}/#/request/{slow}")
+            await expect(page.locator('dd[data-fact="provider job id"]')).not_to_be_empty(
+                timeout=60_000
+            )
+            await page.click("#cancel")
+            await expect(page.locator("#cancel-result")).to_have_text(
+                re.compile(r"^cancel requested"), timeout=30_000
+            )
+            await expect(page.locator('dd[data-fact="status"]')).to_have_text(
+                "cancelled", timeout=60_000
+            )
+            await expect(page.locator("#cancel")).to_be_hidden()
+            await page.screenshot(path=ARTIFACTS / "cancelled.png", full_page=True)
 
             # The stages: groups with members, and the dead letter redriven from its button.
             await page.click("nav a[data-page=stages]")

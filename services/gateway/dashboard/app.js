@@ -119,6 +119,23 @@ async function submitRequest(event) {
 
 // --- one request ------------------------------------------------------------------------------
 
+// Statuses a cancel can still stop: the job runs, or (failed over) its child's does. The gateway
+// decides for real (409 otherwise).
+const CANCELLABLE = ["requested", "submitted", "queued", "running", "failed_over"];
+
+async function cancelRequest() {
+  const id = $("#detail-id").textContent;
+  const result = $("#cancel-result");
+  try {
+    const answer = await api("/v1/generations/" + encodeURIComponent(id) + "/cancel", { method: "POST" });
+    result.className = "";
+    result.textContent = "cancel requested (" + answer.status + ")";
+  } catch (error) {
+    result.className = "error";
+    result.textContent = error.message;
+  }
+}
+
 function fact(list, name, value) {
   if (value === null || value === undefined || value === "") return;
   const dt = document.createElement("dt");
@@ -149,6 +166,7 @@ async function showFacts(id) {
   fact(facts, "story", story(g));
   fact(facts, "message to the user", g.user_message);
   $("#detail-error").textContent = g.error_message || "";
+  $("#cancel").hidden = !CANCELLABLE.includes(g.status);
   if (g.video_url) play(g.video_url, g.placeholder ? "placeholder video" : "the video");
   return g;
 }
@@ -179,6 +197,7 @@ function addEvent(event) {
 async function showRequest(id) {
   $("#detail-id").textContent = id;
   $("#timeline").replaceChildren();
+  $("#cancel-result").textContent = "";
   $("#player").hidden = true;
   $("#video").removeAttribute("src");
   await showFacts(id);
@@ -186,7 +205,8 @@ async function showRequest(id) {
   stream = new EventSource("/v1/generations/" + encodeURIComponent(id) + "/events");
   stream.onmessage = () => {};
   const types = ["GenerationRequested", "JobSubmitted", "JobProgressed", "JobSucceeded", "JobFailed",
-    "VideoStored", "DownloadUnavailable", "DownloadRetryScheduled", "DownloadGaveUp", "UserNotified"];
+    "VideoStored", "DownloadUnavailable", "DownloadRetryScheduled", "DownloadGaveUp", "UserNotified",
+    "CancelRequested", "JobCancelled"];
   for (const type of types) {
     stream.addEventListener(type, (message) => {
       addEvent(JSON.parse(message.data));
@@ -326,6 +346,7 @@ async function start() {
     route("login");
   });
   $("#submit-form").addEventListener("submit", submitRequest);
+  $("#cancel").addEventListener("click", cancelRequest);
   window.addEventListener("hashchange", () => route());
   const session = await fetch("/v1/session", { credentials: "same-origin" });
   if (!session.ok) return route("login");
