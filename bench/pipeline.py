@@ -248,9 +248,12 @@ class StackConfig:
     poll_interval_s: float = 0.1
     log_level: str = "INFO"
     stages: tuple[str, ...] = CORE_STAGES
+    #: More VIDPIPE_* settings for every stage (a variant compared in the same run).
+    env: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
+            "env": dict(self.env),
             "partitions": self.partitions,
             "replicas": {s: self.replicas.get(s, 1) for s in self.stages},
             "poll_interval_s": self.poll_interval_s,
@@ -286,6 +289,7 @@ class BenchStack:
             "VIDPIPE_OPENAI_MAX_CONCURRENT_JOBS": "1000000",
             "VIDPIPE_AZURE_MAX_CONCURRENT_JOBS": "1000000",
             "VIDPIPE_DEFAULT_PROVIDER": PROVIDER,
+            **config.env,
         }
         self.settings = Settings(
             kafka_bootstrap=broker.bootstrap_servers,

@@ -50,6 +50,8 @@ __all__ = ["limiting_stage", "run", "thin_series"]
 ID_PREFIX = "tp-"
 # At most this many lag samples per run in the JSON (evenly thinned), so long runs stay small.
 SERIES_POINTS = 60
+# The variant of the producers' linger the run compares with the default (0 ms).
+LINGER_MS = 5
 # A run stops waiting after this long and reports the rate so far, marked partial (at today's
 # ~10 requests/s, 10,000 requests would take longer than the whole full run may).
 TIMEOUT_S = 600.0
@@ -121,7 +123,8 @@ def _one(broker: Broker, config: StackConfig, count: int) -> dict[str, Any]:
 def _setup(config: StackConfig) -> str:
     extra = {s: n for s, n in config.replicas.items() if n != 1}
     replicas = ", ".join(f"{n} {s}" for s, n in extra.items()) or "1 of each stage"
-    return f"{config.partitions} partitions, {replicas}"
+    settings = "".join(f", {k.removeprefix('VIDPIPE_').lower()}={v}" for k, v in config.env.items())
+    return f"{config.partitions} partitions, {replicas}{settings}"
 
 
 def _row(setup: str, runs: list[dict[str, Any]]) -> list[str]:
@@ -163,10 +166,13 @@ def run(quick: bool = False) -> BenchResult:
             rows.append(_row(_setup(base), runs))
         assert first is not None
         limiting = limiting_stage(first["mean_lag"], first["cpu_ms_per_request"], base.stages)
+        # The producers' linger (VIDPIPE_KAFKA_LINGER_MS), against the default in the same run.
+        lingering = StackConfig(env={"VIDPIPE_KAFKA_LINGER_MS": str(LINGER_MS)})
         if quick:
-            scaling = [StackConfig(partitions=3, replicas={limiting: 2})]
+            scaling = [lingering, StackConfig(partitions=3, replicas={limiting: 2})]
         else:
             scaling = [
+                lingering,
                 StackConfig(partitions=6),
                 StackConfig(partitions=6, replicas={limiting: 2}),
                 StackConfig(partitions=6, replicas={limiting: 4}),
@@ -210,6 +216,8 @@ def run(quick: bool = False) -> BenchResult:
             f"scaling: the limiting stage, {limiting} (largest mean lag in the first run: "
             + " / ".join(f"{s} {first['mean_lag'].get(s, 0):.0f}" for s in base.stages)
             + "), given extra replicas (more processes in its consumer group)",
+            f"linger: every stage's producer gathers records for {LINGER_MS} ms"
+            " (VIDPIPE_KAFKA_LINGER_MS) before a produce request, against the default 0",
             "target (issue 9): >= 150 requests/s sustained on 2 cores with all stages running",
             f"script: {Path(__file__).name}; `python -m bench.run --only pipeline_throughput`",
         ],

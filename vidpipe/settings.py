@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     # (vidpipe.bus.batches). handler_concurrency 1: one message at a time, as consumer_workers.
     handler_concurrency: int = Field(default=16, ge=1, le=256)
     consumer_batch_max: int = Field(default=64, ge=1, le=10_000)
+    # How long a stage's producer waits to gather records bound for one partition into one
+    # produce request (aiokafka's linger_ms). A batch's events are published side by side, so a
+    # few milliseconds turn many small produce requests into a few, which is most of what the
+    # broker spends per event; 0 sends each record at once.
+    kafka_linger_ms: int = Field(default=0, ge=0, le=1000)
     # The recorder (and `replay records`) writes up to this many events per transaction; a
     # batch is what the consumer already holds, so a quiet stream is never held back for it.
     records_batch_max: int = Field(default=500, ge=1, le=10_000)

@@ -227,6 +227,7 @@ class Stage:
             graceful_timeout_s=settings.shutdown_timeout_s,
             security=self.security,
             domain=self.domain,
+            linger_ms=settings.kafka_linger_ms,
         )
         self.broker: KafkaBroker = patient
         self.publisher: KafkaPublisher = publisher

@@ -107,6 +107,7 @@ def make_broker(
     graceful_timeout_s: float | None = 15.0,
     security: KafkaSecurity | None = None,
     domain: Metrics | None = None,
+    linger_ms: int = 0,
 ) -> tuple[PatientKafkaBroker, KafkaPublisher]:
     """A broker whose every subscriber follows the failure model, plus the stage's publisher.
 
@@ -115,7 +116,8 @@ def make_broker(
     when not given). Every body is decoded through `decode_or_poison` and every record parsed
     through `parse_leniently`, so no bytes can fail outside the middleware's reach. `security`
     is TLS/SASL for the connection (None: from the VIDPIPE_KAFKA_* environment). `domain`: the
-    stage's `vidpipe.metrics.Metrics`, made current around each delivery.
+    stage's `vidpipe.metrics.Metrics`, made current around each delivery. `linger_ms`: how long
+    the producer gathers records for one partition before sending them as one request.
     """
     if security is None:
         security = KafkaSecurity.from_env()
@@ -145,6 +147,7 @@ def make_broker(
         # A produce call returns once the broker has the record (acks=all on one node is cheap).
         acks="all",
         enable_idempotence=True,
+        linger_ms=linger_ms,
         security=security.faststream_security(),
     )
     broker.stage_name = stage
