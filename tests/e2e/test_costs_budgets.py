@@ -9,8 +9,11 @@ import os
 import sys
 from typing import Any
 
+from sqlalchemy import func, select
+
 from tests.e2e.conftest import MakePipeline
 from tests.e2e.harness import Pipeline, make_request
+from vidpipe.db.tables import budget_buckets, budget_reservations
 from vidpipe.dev.emulator.server import EmulatorThread
 
 JOB_USD = 0.5  # 5 s at 1280x720 on azure-sora, at the built-in prices
@@ -217,3 +220,51 @@ async def test_a_failover_child_is_accounted_to_its_lineage(make_pipeline: MakeP
         (line["provider"], line["tenant"], line["requests"], line["jobs"], line["cost_usd"])
         for line in report
     ] == [("azure-sora", "acme", 1, 1, 0.4), ("openai-videos", "acme", 0, 1, 0.4)]
+
+
+async def test_a_cancelled_job_settles_its_reservation_at_its_estimate(
+    make_pipeline: MakePipeline, roomy_emulator: EmulatorThread
+) -> None:
+    pipeline = await make_pipeline(
+        {"VIDPIPE_BUDGETS": json.dumps([{"period": "day", "limit_usd": 10.0}])}
+    )
+    for name in ("submitter", "poller", "recorder"):
+        pipeline.start(name)
+    prefix = pipeline.settings.topic_prefix
+    request = make_request(
+        prefix,
+        "cancelled",
+        prompt="a long one [emulator:duration=600]",
+        provider="azure-sora",
+        seconds=5,
+        size="1280x720",
+    )
+    await pipeline.publish(request)
+    rid = request.request_id
+    await pipeline.wait_for([rid], until=lambda v: v.sora_job_id is not None)
+    assert await _reservations(pipeline, rid) == [("reserved", 500_000)]
+    await _vidpipe(pipeline, "cancel", rid)
+    await pipeline.wait_for([rid], until=lambda v: v.status == "cancelled")
+    # The provider had the job: it counts at its estimate (what a cancel is billed is unknown),
+    # settled once, and the day's bucket holds exactly that.
+    deadline = asyncio.get_running_loop().time() + 30
+    while await _reservations(pipeline, rid) != [("settled", 500_000)]:
+        assert asyncio.get_running_loop().time() < deadline, await _reservations(pipeline, rid)
+        await asyncio.sleep(0.2)
+    assert await _spent(pipeline) == 500_000
+
+
+async def _reservations(pipeline: Pipeline, request_id: str) -> list[tuple[str, int]]:
+    async with pipeline.records.engine.connect() as conn:
+        rows = await conn.execute(
+            select(budget_reservations.c.state, budget_reservations.c.amount_micros).where(
+                budget_reservations.c.request_id == request_id
+            )
+        )
+        return [(str(state), int(amount)) for state, amount in rows]
+
+
+async def _spent(pipeline: Pipeline) -> int:
+    async with pipeline.records.engine.connect() as conn:
+        total = await conn.execute(select(func.sum(budget_buckets.c.spent_micros)))
+        return int(total.scalar_one() or 0)
