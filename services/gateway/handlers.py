@@ -44,7 +44,7 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 from aiokafka.errors import KafkaError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import (
     Column,
     DateTime,
@@ -537,7 +537,10 @@ async def _submitted_job(
             )
         ).scalars()
         for payload in payloads:
-            submitted = JobSubmitted.model_validate(payload)
+            try:
+                submitted = JobSubmitted.model_validate(payload)
+            except ValidationError:
+                continue  # a row the log kept from another version of the schema
             if (submitted.provider, submitted.provider_job_id) == (provider, provider_job_id):
                 return submitted, str(row[1])
     return None

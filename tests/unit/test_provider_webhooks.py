@@ -7,18 +7,22 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import SecretStr
 
-from schemas.events import JobFailed, JobSubmitted, JobSucceeded, PollHinted
+from schemas.events import GenerationRequested, JobFailed, JobSubmitted, JobSucceeded, PollHinted
 from schemas.topics import Topics
+from services.gateway.handlers import GatewayDeps, receive_provider_hook
 from services.poller.handlers import PollerDeps, handle_poll_hinted
-from vidpipe.errors import ProviderUnavailable, WebhookVerificationError
+from vidpipe.db.records import Records
+from vidpipe.db.tables import open_engine
+from vidpipe.errors import GatewayRefusal, ProviderUnavailable, WebhookVerificationError
 from vidpipe.net.webhooks import generate_secret, signed_headers
 from vidpipe.policy.polling import (
     CANCELLED,
@@ -284,3 +288,70 @@ async def test_a_hint_whose_job_is_not_the_submitted_one_is_dropped() -> None:
     hint = _hint().model_copy(update={"provider_job_id": "task_other"})
     await handle_poll_hinted(hint, deps)
     assert publisher.events == [] and provider.statuses  # never asked
+
+
+# --- the gateway's receiving end: 404, 401, acknowledged and dropped, or relayed ----------------
+
+
+async def _no_request(_request: object) -> None:
+    raise AssertionError("nothing is published as a request")
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[tuple[GatewayDeps, list[PollHinted]]]:
+    engine = await open_engine(f"sqlite:///{tmp_path / 'records.db'}")
+    records = Records(engine)
+    submitted = JobSubmitted(
+        event_id=uuid.uuid4(), request_id="r1", provider="replicate", provider_job_id="p1"
+    )
+    await records.record(
+        GenerationRequested.model_validate({"request_id": "r1", "prompt": "x"}), "t"
+    )
+    await records.record(submitted, "t")
+    hints: list[PollHinted] = []
+
+    async def publish_hint(hint: PollHinted) -> None:
+        hints.append(hint)
+
+    deps = GatewayDeps(
+        engine=engine,
+        topics=Topics("t."),
+        publish=_no_request,
+        bootstrap_servers="unused:9092",
+        group_id=lambda stage: stage,
+        hook_verifiers={"replicate": StandardHooks("replicate", SecretStr(SECRET))},
+        publish_hint=publish_hint,
+    )
+    yield deps, hints
+    await engine.dispose()
+
+
+async def test_the_gateway_relays_a_genuine_webhook_for_a_job_in_flight(
+    gateway: tuple[GatewayDeps, list[PollHinted]],
+) -> None:
+    deps, hints = gateway
+    headers, body = _standard(SECRET, {"id": "p1", "status": "succeeded"})
+    receipt = await receive_provider_hook(deps, "replicate", headers, body, {})
+    assert receipt.hinted
+    (hint,) = hints
+    assert (hint.request_id, hint.provider_job_id, hint.hinted_status) == ("r1", "p1", "succeeded")
+    assert hint.submitted.provider_job_id == "p1"
+    # The provider's retry of the same delivery is the same hint.
+    await receive_provider_hook(deps, "replicate", headers, body, {})
+    assert hints[1].event_id == hint.event_id
+
+
+async def test_the_gateway_refuses_forgeries_and_drops_what_is_not_ours(
+    gateway: tuple[GatewayDeps, list[PollHinted]],
+) -> None:
+    deps, hints = gateway
+    with pytest.raises(GatewayRefusal) as unknown:
+        await receive_provider_hook(deps, "fal", {}, b"{}", {})
+    assert unknown.value.status == 404
+    forged_headers, forged_body = _standard(generate_secret(), {"id": "p1", "status": "succeeded"})
+    with pytest.raises(GatewayRefusal) as forged:
+        await receive_provider_hook(deps, "replicate", forged_headers, forged_body, {})
+    assert forged.value.status == 401
+    headers, body = _standard(SECRET, {"id": "not-ours", "status": "succeeded"})
+    assert not (await receive_provider_hook(deps, "replicate", headers, body, {})).hinted
+    assert hints == []
