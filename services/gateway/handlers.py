@@ -73,7 +73,7 @@ from vidpipe.db.tables import events, insert_ignore, projects, provider_slots
 from vidpipe.errors import GatewayRefusal, WebhookVerificationError
 from vidpipe.ops import connected
 from vidpipe.ops.dlq import list_dead_letters, redrive_dead_letters
-from vidpipe.policy.cancel import cancel_targets
+from vidpipe.policy.cancel import lineage_cancels
 from vidpipe.policy.projection import STATUS_RANK, TERMINAL_STATUSES
 from vidpipe.providers.webhooks import HookVerifier
 
@@ -470,7 +470,7 @@ async def accept_generation(
 
 async def request_cancel(deps: GatewayDeps, key_name: str, request_id: str) -> Accepted:
     """Publish a CancelRequested for a generation that can still be stopped, and for its latest
-    failover child while that one can (`cancel_targets`).
+    failover child while that one can (`lineage_cancels`).
 
     404 for an id nobody asked for, 409 once nothing of it can be stopped (a cancel would change
     nothing), 503 when the broker is unavailable; the submitter's ledger decides for real."""
@@ -480,24 +480,24 @@ async def request_cancel(deps: GatewayDeps, key_name: str, request_id: str) -> A
     if status is None:
         raise GatewayRefusal(404, "not-found", "no such generation")
     child = None if child_id is None else (child_id, await _status_of(deps, child_id))
-    targets = cancel_targets(request_id, status, child)
-    if isinstance(targets, str):
-        raise GatewayRefusal(409, "not-cancellable", targets)
+    cancels = lineage_cancels(
+        CancelRequested.model_validate({"request_id": request_id, "source": "gateway"}),
+        status,
+        child,
+    )
+    if isinstance(cancels, str):
+        raise GatewayRefusal(409, "not-cancellable", cancels)
     try:
         if deps.publish_cancel is None:
             raise RuntimeError("no cancel publisher")
-        for target in targets:
-            reason = None if target == request_id else f"its lineage's request {request_id}"
-            cancel = CancelRequested.model_validate(
-                {"request_id": target, "source": "gateway", "reason": reason}
-            )
+        for cancel in cancels:
             await deps.publish_cancel(cancel)
     except Exception as exc:
         log.warning("cancel_publish_failed", request_id=request_id, error=type(exc).__name__)
         raise GatewayRefusal(
             503, "broker-unavailable", "the cancel could not be published; retry"
         ) from None
-    log.info("cancel_requested", request_id=request_id, api_key=key_name, targets=len(targets))
+    log.info("cancel_requested", request_id=request_id, api_key=key_name, targets=len(cancels))
     return _accepted(request_id, status)
 
 

@@ -31,7 +31,13 @@ from vidpipe.cli import app
 from vidpipe.db.ledger import Ledger
 from vidpipe.db.tables import open_engine
 from vidpipe.errors import ProviderUnavailable
-from vidpipe.policy.cancel import cancel_refusal, cancel_targets, cancelled_event, plan_cancel
+from vidpipe.policy.cancel import (
+    cancel_refusal,
+    cancel_targets,
+    cancelled_event,
+    lineage_cancels,
+    plan_cancel,
+)
 from vidpipe.policy.projection import project, project_parent
 from vidpipe.providers.base import InputImage, ProviderJob, VideoSpec
 from vidpipe.testing import FakeProvider, MemoryPublisher
@@ -410,6 +416,19 @@ def test_cancel_targets_are_the_request_and_its_child_while_they_can_be_stopped(
         assert isinstance(found, str) and targets in found
     else:
         assert found == targets
+
+
+def test_the_childs_cancel_comes_from_the_same_source_and_names_its_parent() -> None:
+    asked = CancelRequested.model_validate({"request_id": "r1", "source": "cli", "reason": "x"})
+    cancels = lineage_cancels(asked, "failed_over", ("r1.failover", "running"))
+    assert not isinstance(cancels, str)
+    (child,) = cancels
+    assert (child.request_id, child.source) == ("r1.failover", "cli")
+    assert child.reason == "its lineage's request r1"
+    assert (
+        lineage_cancels(asked, "stored")
+        == "request 'r1' is already stored: a cancel would change nothing"
+    )
 
 
 def test_a_cancelled_child_ends_its_parent_cancelled() -> None:

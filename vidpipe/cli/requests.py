@@ -174,7 +174,7 @@ def cancel(
     from vidpipe.db.records import Records
     from vidpipe.db.tables import open_engine
     from vidpipe.errors import BrokerNotReadyError
-    from vidpipe.policy.cancel import cancel_targets
+    from vidpipe.policy.cancel import lineage_cancels
 
     cli = cli_context(ctx)
     try:
@@ -184,7 +184,7 @@ def cancel(
     except ValidationError as exc:
         raise cli.fail(f"invalid request id {request_id!r}: {exc.errors()[0]['msg']}") from None
 
-    async def recorded() -> list[str] | str:
+    async def recorded() -> list[CancelRequested] | str:
         engine = await open_engine(cli.settings.database_url)
         try:
             records = Records(engine)
@@ -194,22 +194,14 @@ def cancel(
             child = (
                 None if child_id is None else (child_id, child_view.status if child_view else None)
             )
-            return cancel_targets(request_id, view.status if view else None, child)
+            return lineage_cancels(event, view.status if view else None, child)
         finally:
             await engine.dispose()
 
-    targets = asyncio.run(recorded())
-    if isinstance(targets, str):
-        raise cli.fail(targets, 1)
     # The lineage's latest child too, while it can be stopped (vidpipe.policy.cancel).
-    cancels = [
-        event
-        if target == request_id
-        else CancelRequested.model_validate(
-            {"request_id": target, "source": "cli", "reason": f"its lineage's request {request_id}"}
-        )
-        for target in targets
-    ]
+    cancels = asyncio.run(recorded())
+    if isinstance(cancels, str):
+        raise cli.fail(cancels, 1)
     broker = cli.broker_address
 
     async def send() -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "cancel_refusal",
     "cancel_targets",
     "cancelled_event",
+    "lineage_cancels",
     "plan_cancel",
 ]
 
@@ -122,6 +123,28 @@ def cancel_targets(
         if child_status is None or child_status in CANCELLABLE_STATUSES:
             targets.append(child_id)
     return targets if targets else (refused or f"nothing of {request_id!r} can be stopped")
+
+
+def lineage_cancels(
+    cancel: CancelRequested, status: str | None, child: tuple[str, str | None] | None = None
+) -> list[CancelRequested] | str:
+    """The cancels to publish for `cancel` (`cancel_targets`): the asked one as it is, and one
+    for the child from the same source, naming the request it comes from; or why none."""
+    targets = cancel_targets(cancel.request_id, status, child)
+    if isinstance(targets, str):
+        return targets
+    return [
+        cancel
+        if target == cancel.request_id
+        else CancelRequested.model_validate(
+            {
+                "request_id": target,
+                "source": cancel.source,
+                "reason": f"its lineage's request {cancel.request_id}",
+            }
+        )
+        for target in targets
+    ]
 
 
 def cancel_refusal(request_id: str, status: str | None) -> str | None:
