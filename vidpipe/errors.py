@@ -7,6 +7,7 @@
     ├── PoisonMessage                   a message no stage can accept; goes to the dead-letter topic
     ├── StorageError                    the storage backend refused or failed (`retryable`)
     ├── WebhookVerificationError        a received webhook's signature does not check out
+    ├── WebhookKeysUnavailable          the keys to check it with cannot be had (ours to fix)
     ├── MediaError                      an image or video vidpipe cannot use (also a ValueError)
     │   ├── VideoProbeError             PyAV cannot open or decode the video
     │   └── PlaceholderImageError       the input image cannot make a placeholder
@@ -79,6 +80,7 @@ __all__ = [
     "VideoProbeError",
     "VideoTooLarge",
     "VidpipeError",
+    "WebhookKeysUnavailable",
     "WebhookVerificationError",
 ]
 
@@ -122,6 +124,11 @@ class StorageError(VidpipeError):
 
 class WebhookVerificationError(VidpipeError):
     """The webhook's headers or signature do not check out; reject the request (HTTP 400/401)."""
+
+
+class WebhookKeysUnavailable(VidpipeError):
+    """The keys a webhook is checked with cannot be fetched: not the sender's fault, so it is
+    answered 503 and the provider sends it again."""
 
 
 class MediaError(VidpipeError, ValueError):

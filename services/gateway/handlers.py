@@ -70,7 +70,7 @@ from schemas.events import (
 from schemas.topics import TIMER_STAGES, Topics, timer_topics
 from services.registry import STAGES
 from vidpipe.db.tables import events, insert_ignore, projects, provider_slots
-from vidpipe.errors import GatewayRefusal, WebhookVerificationError
+from vidpipe.errors import GatewayRefusal, WebhookKeysUnavailable, WebhookVerificationError
 from vidpipe.ops import connected
 from vidpipe.ops.dlq import list_dead_letters, redrive_dead_letters
 from vidpipe.policy.cancel import lineage_cancels
@@ -564,6 +564,11 @@ async def receive_provider_hook(
         raise GatewayRefusal(404, "not-found", f"no webhooks are set up for provider {provider!r}")
     try:
         hint = await verifier.verify(headers, body, query)
+    except WebhookKeysUnavailable:
+        log.warning("provider_hook_keys_unavailable", provider=provider)
+        raise GatewayRefusal(
+            503, "keys-unavailable", "the webhook cannot be checked now; retry"
+        ) from None
     except WebhookVerificationError as exc:
         # The reason is ours (never a secret, a signature or the body); the caller learns less.
         log.warning("provider_hook_refused", provider=provider, reason=str(exc))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -22,7 +23,12 @@ from services.gateway.handlers import GatewayDeps, receive_provider_hook
 from services.poller.handlers import PollerDeps, handle_poll_hinted
 from vidpipe.db.records import Records
 from vidpipe.db.tables import open_engine
-from vidpipe.errors import GatewayRefusal, ProviderUnavailable, WebhookVerificationError
+from vidpipe.errors import (
+    GatewayRefusal,
+    ProviderUnavailable,
+    WebhookKeysUnavailable,
+    WebhookVerificationError,
+)
 from vidpipe.net.webhooks import generate_secret, signed_headers
 from vidpipe.policy.polling import (
     CANCELLED,
@@ -355,3 +361,29 @@ async def test_the_gateway_refuses_forgeries_and_drops_what_is_not_ours(
     headers, body = _standard(SECRET, {"id": "not-ours", "status": "succeeded"})
     assert not (await receive_provider_hook(deps, "replicate", headers, body, {})).hinted
     assert hints == []
+
+
+async def test_a_jwks_that_is_down_is_ours_to_fix_and_is_not_asked_on_every_webhook(
+    gateway: tuple[GatewayDeps, list[PollHinted]],
+) -> None:
+    deps, hints = gateway
+    fetches = 0
+
+    async def down() -> bytes:
+        nonlocal fetches
+        fetches += 1
+        raise httpx.ConnectError("no route")
+
+    clock = [0.0]
+    hooks = FalHooks(JwksCache(down, min_refresh_s=60, clock=lambda: clock[0]))
+    deps.hook_verifiers = {**deps.hook_verifiers, "fal": hooks}
+    headers, body = _fal(Ed25519PrivateKey.generate())
+    for _ in range(3):
+        with pytest.raises(GatewayRefusal) as refused:
+            await receive_provider_hook(deps, "fal", headers, body, {"app": "a/b"})
+        assert refused.value.status == 503  # the provider sends it again
+    assert fetches == 1
+    clock[0] += 61
+    with pytest.raises(WebhookKeysUnavailable):
+        await hooks.verify(headers, body, {"app": "a/b"})
+    assert fetches == 2 and hints == []

@@ -37,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import SecretStr
 
-from vidpipe.errors import ConfigurationError, WebhookVerificationError
+from vidpipe.errors import ConfigurationError, WebhookKeysUnavailable, WebhookVerificationError
 from vidpipe.net.webhooks import DEFAULT_TOLERANCE_S, verify
 
 __all__ = [
@@ -192,6 +192,7 @@ class JwksCache:
         self._clock = clock
         self._keys: list[Ed25519PublicKey] = []
         self._fetched_at: float | None = None
+        self._tried_at: float | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -213,19 +214,22 @@ class JwksCache:
         return cls(fetch)
 
     async def keys(self, *, refresh: bool = False) -> list[Ed25519PublicKey]:
+        """The keys; WebhookKeysUnavailable while none could ever be fetched (tried again at
+        most every `min_refresh_s`, so a JWKS that is down is not asked on every webhook)."""
         async with self._lock:
             now = self._clock()
             age = None if self._fetched_at is None else now - self._fetched_at
-            stale = age is None or age > self._max_age_s
-            if stale or (refresh and age is not None and age >= self._min_refresh_s):
+            tried = None if self._tried_at is None else now - self._tried_at
+            due = age is None or age > self._max_age_s or refresh
+            if due and (tried is None or tried >= self._min_refresh_s):
+                self._tried_at = now
                 try:
                     self._keys = ed25519_keys_from_jwks(await self._fetch())
+                    self._fetched_at = now
                 except (httpx.HTTPError, WebhookVerificationError):
-                    if not self._keys:
-                        raise WebhookVerificationError(
-                            "fal's signing keys are unavailable"
-                        ) from None
-                self._fetched_at = now
+                    pass  # the keys fetched before, if any, stay in use
+            if not self._keys:
+                raise WebhookKeysUnavailable("fal's signing keys are unavailable")
             return list(self._keys)
 
 
