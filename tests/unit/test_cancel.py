@@ -448,6 +448,13 @@ def test_a_cancelled_child_ends_its_parent_cancelled() -> None:
         == {}
     )
     assert project_parent({**parent, "status": "stored"}, child, child_cancelled) == {}
+    # The child's cancel recorded before its request (another topic): the link still ends it.
+    request = GenerationRequested.model_validate(
+        {"request_id": "r1.failover", "prompt": "a fox", "parent_request_id": "r1"}
+    )
+    cancelled_child = {**child, "status": "cancelled", "error_message": "cancelled: by cli"}
+    linked = project_parent({**parent, "failover_request_id": None}, cancelled_child, request)
+    assert (linked["status"], linked["failover_request_id"]) == ("cancelled", "r1.failover")
 
 
 # --- the CLI's bad input ------------------------------------------------------------------------

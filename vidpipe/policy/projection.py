@@ -167,6 +167,15 @@ def project(current: dict[str, Any], event: Event) -> dict[str, Any]:
     return {k: v for k, v in changes.items() if current.get(k) != v}
 
 
+def _cancelled_with_child(
+    changes: dict[str, Any], parent: dict[str, Any], message: str | None
+) -> None:
+    """The lineage's latest child was cancelled: the request that was asked for ends so too
+    (a cancel of the parent is sent to its child: vidpipe.policy.cancel.lineage_cancels)."""
+    if parent.get("status") not in _FINAL:
+        changes.update(status="cancelled", next_retry_at=None, error_message=message)
+
+
 def project_parent(
     parent: dict[str, Any], child_row: dict[str, Any], event: Event
 ) -> dict[str, Any]:
@@ -186,19 +195,18 @@ def project_parent(
         # Linked even when the parent got its own video first (a retry racing the failover).
         changes["failover_request_id"] = child_row["request_id"]
         _longer_path(changes, parent, event)
-        if parent.get("status") not in _FINAL and _rank("failed_over") >= _rank(
+        if child_row.get("status") == "cancelled":
+            # The child's cancel was recorded before its request (the topics are not ordered).
+            _cancelled_with_child(changes, parent, child_row.get("error_message"))
+        elif parent.get("status") not in _FINAL and _rank("failed_over") >= _rank(
             parent.get("status")
         ):
             changes["status"] = "failed_over"
     elif (
         isinstance(event, JobCancelled)
         and parent.get("failover_request_id") == child_row["request_id"]
-        and parent.get("status") not in _FINAL
     ):
-        # The lineage's latest child was cancelled: the request that was asked for ends so too
-        # (a cancel of the parent is sent to its child: vidpipe.policy.cancel.cancel_targets).
-        changes.update(status="cancelled", next_retry_at=None)
-        changes["error_message"] = f"cancelled: {event.message}"
+        _cancelled_with_child(changes, parent, f"cancelled: {event.message}")
     elif (
         isinstance(event, VideoStored)
         and not event.placeholder
