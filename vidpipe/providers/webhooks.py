@@ -199,7 +199,9 @@ class JwksCache:
     def from_url(cls, url: str, *, timeout_s: float = 10.0) -> JwksCache:
         async def fetch() -> bytes:
             async with (
-                httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client,
+                httpx.AsyncClient(
+                    timeout=timeout_s, follow_redirects=False, trust_env=False
+                ) as client,
                 client.stream("GET", url) as response,
             ):
                 if response.status_code != 200:
