@@ -12,8 +12,11 @@ every process's CPU (utime + stime from /proc/PID/stat; replicas summed into the
 stage group's lag (end offsets - committed offsets on the topics it commits on) are sampled
 about once a second.
 
-Baseline: the same N messages (600 B) published at once through 6 raw aiokafka consume -> produce
-relays in a row on the same broker (as many Kafka hops as a request's path), messages/s.
+Baseline (the floor): the same N requests, published the same way, through the raw loops of
+`bench.stage_alone` chained into a pipeline on the same broker and emulator (bench.raw_pipeline):
+what a minimal Python pipeline on these libraries carries on this machine, with its CPU per
+request. Beside it, the broker alone: the same N messages (600 B) through 6 raw aiokafka
+consume -> produce relays in a row (as many Kafka hops as a request's path), messages/s.
 
 Scaling (issue 9 item 3): the limiting stage is the one with the largest mean lag in the first
 run (its input stays backed up; ties go to CPU per request). It is run again with 2 replicas
@@ -25,6 +28,7 @@ everything after TIMEOUT_S reports the rate so far, marked partial.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ from bench.pipeline import (
     wait_stored,
     warm_up,
 )
+from bench.raw_pipeline import raw_pipeline_throughput
 
 __all__ = ["limiting_stage", "run", "thin_series"]
 
@@ -116,6 +121,10 @@ def _one(broker: Broker, config: StackConfig, count: int) -> dict[str, Any]:
     measured["raw_relay_msgs_per_s"] = asyncio.run(
         raw_relay_throughput(broker.bootstrap_servers, count)
     )
+    # The same requests through the raw loops chained, on the same partitions (bench.raw_pipeline).
+    raw = raw_pipeline_throughput(broker, config, count, TIMEOUT_S)
+    measured["raw_pipeline_requests_per_s"] = raw["requests_per_s"]
+    measured["raw_pipeline_cpu_ms_per_request"] = raw["cpu_ms"]
     measured["stack"] = config.describe()
     return measured
 
@@ -130,6 +139,9 @@ def _setup(config: StackConfig) -> str:
 def _row(setup: str, runs: list[dict[str, Any]]) -> list[str]:
     rates = [r["requests_per_s"] for r in runs]
     raws = [r["raw_relay_msgs_per_s"] for r in runs]
+    floors = [r["raw_pipeline_requests_per_s"] for r in runs]
+    ratio = statistics.median(rates) / statistics.median(floors)
+    floor_cpu = statistics.median(sum(r["raw_pipeline_cpu_ms_per_request"].values()) for r in runs)
     cpu = {
         name: sorted(r["cpu_ms_per_request"].get(name, 0.0) for r in runs)[len(runs) // 2]
         for name in PROCESS_ORDER
@@ -143,9 +155,11 @@ def _row(setup: str, runs: list[dict[str, Any]]) -> list[str]:
         setup,
         str(runs[0]["requests"]) + (f" (partial: {', '.join(partial)} stored)" if partial else ""),
         fmt_range(rates, 1),
+        fmt_range(floors, 1),
+        f"{ratio:.2f}x",
         fmt_range(raws, 0),
         " / ".join(f"{cpu[name]:.0f}" for name in PROCESS_ORDER),
-        f"{sum(cpu.values()):.0f}",
+        f"{sum(cpu.values()):.0f} (raw pipeline {floor_cpu:.0f})",
         " / ".join(str(lag[s]) for s in lag),
     ]
 
@@ -188,6 +202,8 @@ def run(quick: bool = False) -> BenchResult:
             "setup",
             "requests",
             "requests/s",
+            "raw pipeline requests/s",
+            "x raw pipeline",
             f"raw relay x{HOPS} msg/s",
             "CPU ms/request (" + " / ".join(PROCESS_ORDER) + ")",
             "CPU ms/request total",
@@ -211,8 +227,13 @@ def run(quick: bool = False) -> BenchResult:
             " broker's JVM, bench = the publisher and samplers; total includes both",
             "max lag: peak of (end - committed offsets) on each stage group's topics, sampled"
             " every second (the series is in the JSON)",
-            f"baseline: the same number of 600 B messages through {HOPS} raw aiokafka"
-            " consume -> produce relays on the same broker, in one process",
+            "raw pipeline (the baseline): the same requests, published the same way, through"
+            " the four raw loops of stage_alone chained (create, status GET, download + fsync,"
+            " INSERT; no validation, ledger, dedupe, projection, logs or traces), each its own"
+            " process on the same broker and emulator, same partitions; x raw pipeline ="
+            " requests/s over it; its CPU ms/request in brackets (bench.raw_pipeline)",
+            f"raw relay: the same number of 600 B messages through {HOPS} raw aiokafka"
+            " consume -> produce relays on the same broker, in one process (the broker alone)",
             f"scaling: the limiting stage, {limiting} (largest mean lag in the first run: "
             + " / ".join(f"{s} {first['mean_lag'].get(s, 0):.0f}" for s in base.stages)
             + "), given extra replicas (more processes in its consumer group)",

@@ -391,7 +391,7 @@ def _new_prefix() -> str:
     return f"b{uuid.uuid4().hex[:8]}."
 
 
-def _raw_process(
+def raw_process(
     kind: str, prefix: str, group: str, env: dict[str, str], logs: Path
 ) -> ManagedProcess:
     argv = [sys.executable, "-m", "bench.stage_alone", "raw", kind, "--group", group]
@@ -443,7 +443,7 @@ async def _prepare_run(infra: Infra, case: Case, variant: str) -> tuple[RunSpec,
         )
     else:
         group = f"{prefix}raw.{case.raw_kind}"
-        process = _raw_process(case.raw_kind, prefix, group, env, run_dir)
+        process = raw_process(case.raw_kind, prefix, group, env, run_dir)
     spec = RunSpec(case.name, group, process, warmup, timed, settings.topic_partitions)
     return spec, topics, database_url, run_dir
 
@@ -748,6 +748,7 @@ class _RawSubmitter(_HttpStep):
         )
         answer.raise_for_status()
         out = {
+            "event_id": str(uuid.uuid4()),
             "event_type": "JobSubmitted",
             "request_id": req["request_id"],
             "occurred_at": _now(),
@@ -761,7 +762,8 @@ class _RawSubmitter(_HttpStep):
 class _RawPoller(_HttpStep):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.topics = [self.t.due("poller")]
+        # job.submitted too, so bench.raw_pipeline can chain the loops (empty when alone).
+        self.topics = [self.t.due("poller"), self.t.job_submitted]
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> list[tuple[str, bytes]]:
         due = json.loads(record.value or b"{}")
@@ -770,6 +772,7 @@ class _RawPoller(_HttpStep):
         job = answer.json()
         done = job["status"] == "succeeded"
         out = {
+            "event_id": str(uuid.uuid4()),
             "event_type": "JobSucceeded" if done else "JobProgressed",
             "request_id": due["request_id"],
             "occurred_at": _now(),
@@ -808,6 +811,7 @@ class _RawFetcher(_HttpStep):
                     os.fsync(f.fileno())
             partial.rename(path)
             out = {
+                "event_id": str(uuid.uuid4()),
                 "event_type": "VideoStored",
                 "request_id": event["request_id"],
                 "occurred_at": _now(),
