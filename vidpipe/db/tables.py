@@ -256,7 +256,15 @@ async def open_engine(
         # psycopg prepares a statement on the server after 5 runs; the pooler may hand the next
         # transaction another server connection, which never saw it ("... does not exist").
         connect_args["prepare_threshold"] = None
-    engine = create_async_engine(database_url, pool_pre_ping=pre_ping, connect_args=connect_args)
+    pool_args: dict[str, Any] = {}
+    if database_url.startswith("sqlite") and ":memory:" not in database_url:
+        # SQLite has one writer per file. Connections of one process contending for it wait in
+        # SQLite's busy handler, which sleeps in growing steps; one connection per process queues
+        # them in asyncio instead, woken the moment the last one commits.
+        pool_args = {"pool_size": 1, "max_overflow": 0}
+    engine = create_async_engine(
+        database_url, pool_pre_ping=pre_ping, connect_args=connect_args, **pool_args
+    )
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     if create:
