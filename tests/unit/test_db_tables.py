@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,3 +54,22 @@ async def test_the_stores_stamp_rows_with_their_clock(engine: AsyncEngine) -> No
     assert view is not None
     # SQLite keeps no zone: compare the wall-clock time written.
     assert {created.replace(tzinfo=UTC), recorded.replace(tzinfo=UTC), view.updated_at} == {NOW}
+
+
+async def test_a_sqlite_file_gives_a_process_one_connection_at_a_time(engine: AsyncEngine) -> None:
+    # One writer per file: a second transaction of the process queues in asyncio until the
+    # first ends, instead of taking another connection into SQLite's sleeping busy handler.
+    second_in = asyncio.Event()
+
+    async def second() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(select(1))
+            second_in.set()
+
+    async with engine.begin() as conn:
+        await conn.execute(select(1))
+        waiting = asyncio.create_task(second())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(second_in.wait()), timeout=0.5)
+    await asyncio.wait_for(waiting, timeout=10)
+    assert second_in.is_set()
