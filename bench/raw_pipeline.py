@@ -21,7 +21,6 @@ nothing only because the loops commit after their sends, and a job still running
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from dataclasses import replace
 from typing import Any
@@ -46,22 +45,12 @@ WARM_UP = 5
 
 def _count_stored(stack: BenchStack, id_prefix: str) -> int:
     """Requests with ids starting `id_prefix` whose VideoStored the raw recorder holds."""
-    if not stack.db_path.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{stack.db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        (count,) = conn.execute(
-            "SELECT COUNT(DISTINCT request_id) FROM raw_events"
-            " WHERE event_type = 'VideoStored' AND request_id LIKE ?",
-            (id_prefix + "%",),
-        ).fetchone()
-        return int(count)
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return 0
-        raise
-    finally:
-        conn.close()
+    rows = stack._query(  # the stack's own read-only look at its SQLite file
+        "SELECT COUNT(DISTINCT request_id) FROM raw_events"
+        " WHERE event_type = 'VideoStored' AND request_id LIKE ?",
+        (id_prefix + "%",),
+    )
+    return int(rows[0][0]) if rows else 0
 
 
 async def _wait_stored(stack: BenchStack, id_prefix: str, count: int, timeout_s: float) -> float:
