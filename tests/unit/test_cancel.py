@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,14 +21,14 @@ from schemas.events import (
     VideoStored,
 )
 from schemas.topics import Topics
-from services.poller.handlers import PollerDeps, handle_poll_due
+from services.poller.handlers import JobGate, PollerDeps, handle_poll_due
 from services.submitter.handlers import (
     SubmitterDeps,
     handle_cancel_requested,
     handle_generation_requested,
 )
 from vidpipe.cli import app
-from vidpipe.db.ledger import Ledger
+from vidpipe.db.ledger import BatchedGate, Ledger
 from vidpipe.db.tables import open_engine
 from vidpipe.errors import ProviderUnavailable
 from vidpipe.policy.cancel import (
@@ -276,6 +276,57 @@ async def test_cancel_and_finish_race_for_one_claim(ledger: Ledger) -> None:
     assert await ledger.in_use("p") == 0
 
 
+async def test_finish_many_gives_each_request_the_answer_finish_would(ledger: Ledger) -> None:
+    for rid, provider in (("held1", "a"), ("held2", "a"), ("held3", "b"), ("gone", "a")):
+        assert await ledger.acquire(rid, provider, 10) is not None
+        await ledger.mark_in_flight(rid, provider_job_id=f"j-{rid}", endpoint_host="h", model=None)
+    assert await ledger.finish("held3")  # already done: finishing again is still announced
+    await ledger.cancel("gone")
+    assert await ledger.cancelled_among(["held1", "gone", "never"]) == {"gone"}
+    assert await ledger.finish_many(["held1", "held2", "held3", "gone", "never"]) == {"gone"}
+    assert [(await ledger.get(r)).state for r in ("held1", "held2", "held3", "gone")] == [  # type: ignore[union-attr]
+        "done",
+        "done",
+        "done",
+        "cancelled",
+    ]
+    assert (await ledger.in_use("a"), await ledger.in_use("b")) == (0, 0)
+    assert await ledger.finish_many([]) == set() and await ledger.cancelled_among([]) == set()
+
+
+async def test_finish_many_frees_one_slot_per_claim_it_closes(ledger: Ledger) -> None:
+    for i in range(5):
+        assert await ledger.acquire(f"s{i}", "p", 10) is not None
+    assert await ledger.finish_many(["s0", "s1", "s2"]) == set()
+    assert await ledger.in_use("p") == 2
+    assert await ledger.finish_many(["s0", "s3", "s4"]) == set()  # s0 frees nothing twice
+    assert await ledger.in_use("p") == 0
+
+
+async def test_cancels_and_batched_ends_never_both_win(ledger: Ledger) -> None:
+    cancels, gate = ledger, BatchedGate(ledger)
+    rids = [f"batch{i}" for i in range(20)]
+    for i, rid in enumerate(rids):
+        assert await ledger.acquire(rid, "p", 100) is not None
+        await ledger.mark_in_flight(rid, provider_job_id=f"j{i}", endpoint_host="h", model=None)
+    # A quarter cancelled before the batch, another quarter racing it.
+    cancelling = rids[::2]
+    early = [await cancels.cancel(rid) for rid in cancelling[: len(cancelling) // 2]]
+    racing = cancelling[len(cancelling) // 2 :]
+    claims, announced = await asyncio.gather(
+        asyncio.gather(*(cancels.cancel(rid) for rid in racing)),
+        asyncio.gather(*(gate.finish(rid) for rid in rids)),
+    )
+    won_by_cancel = {
+        rid
+        for rid, c in zip(cancelling, [*early, *claims], strict=True)
+        if c.previous_state == "in_flight"
+    }
+    assert {rid for rid, a in zip(rids, announced, strict=True) if not a} == won_by_cancel
+    assert await ledger.in_use("p") == 0
+    assert [await gate.is_cancelled(rid) for rid in rids] == [rid in won_by_cancel for rid in rids]
+
+
 # --- the poller ---------------------------------------------------------------------------------
 
 
@@ -291,8 +342,12 @@ def _due(rid: str) -> PollDue:
     )
 
 
+GATES = [pytest.param(lambda ledger: ledger, id="ledger"), pytest.param(BatchedGate, id="batched")]
+
+
+@pytest.mark.parametrize("gate_of", GATES)
 async def test_a_due_check_of_a_cancelled_job_asks_nothing_and_schedules_nothing(
-    ledger: Ledger,
+    ledger: Ledger, gate_of: Callable[[Ledger], JobGate]
 ) -> None:
     provider = FakeProvider(statuses=[])  # a provider call would fail: nothing to answer
     sub, _ = _submitter(ledger, provider)
@@ -300,7 +355,10 @@ async def test_a_due_check_of_a_cancelled_job_asks_nothing_and_schedules_nothing
     await handle_cancel_requested(_cancel("r1"), sub)
     publisher = MemoryPublisher()
     deps = PollerDeps(
-        providers={provider.name: provider}, publisher=publisher, topics=Topics("t."), gate=ledger
+        providers={provider.name: provider},
+        publisher=publisher,
+        topics=Topics("t."),
+        gate=gate_of(ledger),
     )
     await handle_poll_due(_due("r1"), deps)
     assert publisher.events == [] and publisher.scheduled == []
@@ -332,13 +390,19 @@ async def test_an_outcome_seen_after_the_cancel_won_is_not_announced(ledger: Led
     assert publisher.of_type(JobSucceeded) == [] and publisher.scheduled == []
 
 
-async def test_a_success_that_wins_frees_the_slot_and_is_announced(ledger: Ledger) -> None:
+@pytest.mark.parametrize("gate_of", GATES)
+async def test_a_success_that_wins_frees_the_slot_and_is_announced(
+    ledger: Ledger, gate_of: Callable[[Ledger], JobGate]
+) -> None:
     provider = FakeProvider(statuses=[_job("succeeded")])
     sub, _ = _submitter(ledger, provider)
     await handle_generation_requested(_req("r1"), sub)
     publisher = MemoryPublisher()
     deps = PollerDeps(
-        providers={provider.name: provider}, publisher=publisher, topics=Topics("t."), gate=ledger
+        providers={provider.name: provider},
+        publisher=publisher,
+        topics=Topics("t."),
+        gate=gate_of(ledger),
     )
     await handle_poll_due(_due("r1"), deps)
     assert len(publisher.of_type(JobSucceeded)) == 1

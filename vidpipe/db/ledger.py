@@ -14,19 +14,21 @@ each is one conditional UPDATE from `submitting`/`in_flight`, so exactly one win
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import utcnow
+from vidpipe.db.coalesce import Coalescer
 from vidpipe.db.tables import insert_ignore, provider_slots, submissions
 
-__all__ = ["CancelClaim", "Ledger", "Submission"]
+__all__ = ["BatchedGate", "CancelClaim", "Ledger", "Submission"]
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,36 @@ class Ledger:
             return True
         return not await self.is_cancelled(request_id)
 
+    async def cancelled_among(self, request_ids: Sequence[str]) -> set[str]:
+        """Those of `request_ids` a cancel took: `is_cancelled` for a batch, in one query."""
+        if not request_ids:
+            return set()
+        async with self.engine.connect() as conn:
+            return await _cancelled_among(conn, request_ids)
+
+    async def finish_many(self, request_ids: Sequence[str]) -> set[str]:
+        """`finish` for a batch of ended jobs, in one transaction: each claim still held is
+        closed and its slot freed. Returns those a cancel took first (not to be announced)."""
+        if not request_ids:
+            return set()
+        async with self.engine.begin() as conn:
+            done = (
+                await conn.execute(
+                    update(submissions)
+                    .where(
+                        submissions.c.request_id.in_(request_ids),
+                        submissions.c.state.in_(("submitting", "in_flight")),
+                    )
+                    .values(state="done", updated_at=self.clock())
+                    .returning(submissions.c.request_id, submissions.c.provider)
+                )
+            ).all()
+            # Sorted: replicas freeing slots of several providers lock their rows in one order.
+            for provider, count in sorted(Counter(str(p) for _, p in done).items()):
+                await _free_slot(conn, provider, count)
+            rest = set(request_ids) - {str(request_id) for request_id, _ in done}
+            return await _cancelled_among(conn, sorted(rest)) if rest else set()
+
     async def release(self, request_id: str) -> bool:
         """Mark the request done and free its slot; False if it was already released."""
         async with self.engine.begin() as conn:
@@ -296,12 +328,48 @@ class Ledger:
         return usage
 
 
-async def _free_slot(conn: AsyncConnection, provider: str) -> None:
+class BatchedGate:
+    """The poller's view of the ledger (`services.poller.handlers.JobGate`): the checks of one
+    consumer batch, made side by side, ask whether their requests were cancelled in one query
+    and close their ended jobs in one transaction (`vidpipe.db.coalesce`), each with the answer
+    `Ledger.is_cancelled` / `Ledger.finish` would give it alone."""
+
+    def __init__(self, ledger: Ledger, *, max_keys: int = 500) -> None:
+        self.ledger = ledger
+        self._cancelled: Coalescer[str, bool] = Coalescer(self._cancelled_of, max_keys=max_keys)
+        self._finished: Coalescer[str, bool] = Coalescer(self._finished_of, max_keys=max_keys)
+
+    async def is_cancelled(self, request_id: str) -> bool:
+        return await self._cancelled(request_id)
+
+    async def finish(self, request_id: str) -> bool:
+        return await self._finished(request_id)
+
+    async def _cancelled_of(self, request_ids: Sequence[str]) -> dict[str, bool]:
+        taken = await self.ledger.cancelled_among(request_ids)
+        return {request_id: request_id in taken for request_id in request_ids}
+
+    async def _finished_of(self, request_ids: Sequence[str]) -> dict[str, bool]:
+        taken = await self.ledger.finish_many(request_ids)
+        return {request_id: request_id not in taken for request_id in request_ids}
+
+
+async def _free_slot(conn: AsyncConnection, provider: str, count: int = 1) -> None:
+    in_use = provider_slots.c.in_use
     await conn.execute(
         update(provider_slots)
-        .where(provider_slots.c.provider == provider, provider_slots.c.in_use > 0)
-        .values(in_use=provider_slots.c.in_use - 1)
+        .where(provider_slots.c.provider == provider, in_use > 0)
+        .values(in_use=case((in_use > count, in_use - count), else_=0))
     )
+
+
+async def _cancelled_among(conn: AsyncConnection, request_ids: Sequence[str]) -> set[str]:
+    rows = await conn.execute(
+        select(submissions.c.request_id).where(
+            submissions.c.request_id.in_(request_ids), submissions.c.state == "cancelled"
+        )
+    )
+    return {str(request_id) for (request_id,) in rows}
 
 
 async def _take_slot(conn: AsyncConnection, provider: str, limit: int) -> bool:
