@@ -17,7 +17,7 @@ from services.poller.handlers import (
     handle_poll_due,
     handle_poll_hinted,
 )
-from vidpipe.db.ledger import BatchedGate, Ledger
+from vidpipe.db.ledger import BatchedLedger
 from vidpipe.settings import Settings
 from vidpipe.stage import Deps, Resources, Stage
 
@@ -42,7 +42,7 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
             topics=topics,
             # The submitter's ledger: a cancelled job is checked no more (services/poller);
             # a batch's checks ask it together.
-            gate=BatchedGate(Ledger(await resources.engine())),
+            gate=BatchedLedger(await resources.engine()),
             first_s=settings.poll_first_s,
             interval_s=settings.poll_interval_s,
             max_interval_s=settings.poll_max_interval_s,

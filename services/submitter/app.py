@@ -17,7 +17,7 @@ from services.submitter.handlers import (
     handle_job_finished,
 )
 from vidpipe.db.budgets import BudgetLedger
-from vidpipe.db.ledger import Ledger
+from vidpipe.db.ledger import BatchedLedger
 from vidpipe.providers import configured_providers, max_concurrent_jobs
 from vidpipe.settings import Settings
 from vidpipe.stage import Deps, Resources, Stage
@@ -40,7 +40,8 @@ def create_stage(settings: Settings, *, bootstrap_servers: str | None = None) ->
         # Read once: each provider's quota comes from its own settings.
         quotas = {name: max_concurrent_jobs(name) for name in configured_providers()}
         providers = resources.providers()  # opened first, closed last
-        ledger = Ledger(await resources.engine())
+        # A batch's handlers read and note their claims together (vidpipe.db.ledger).
+        ledger = BatchedLedger(await resources.engine())
 
         async def sample_quota() -> None:
             usage = await ledger.usage()

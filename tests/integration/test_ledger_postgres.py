@@ -7,18 +7,25 @@ import uuid
 from datetime import UTC, datetime
 
 import psycopg
+import pytest
 from psycopg import sql
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from vidpipe.db.ledger import BatchedGate, Ledger
+from vidpipe.db.ledger import BatchedLedger, Ledger
 from vidpipe.db.tables import open_engine, submissions
 
+# The plain ledger and the batched one the stages run: the same answers on PostgreSQL.
+LEDGERS = pytest.mark.parametrize("ledger_type", [Ledger, BatchedLedger])
 
-async def test_concurrent_claims_never_exceed_the_quota(postgres_url: str) -> None:
+
+@LEDGERS
+async def test_concurrent_claims_never_exceed_the_quota(
+    postgres_url: str, ledger_type: type[Ledger]
+) -> None:
     engine = await open_engine(postgres_url)
     try:
-        ledger = Ledger(engine)
+        ledger = ledger_type(engine)
         provider = f"prov-{uuid.uuid4().hex[:6]}"
         ids = [f"q-{uuid.uuid4().hex[:8]}" for _ in range(6)]
         results = await asyncio.gather(*(ledger.try_acquire(i, provider, 2) for i in ids))
@@ -33,11 +40,14 @@ async def test_concurrent_claims_never_exceed_the_quota(postgres_url: str) -> No
         await engine.dispose()
 
 
-async def test_a_claim_is_stamped_by_the_ledgers_clock(postgres_url: str) -> None:
+@LEDGERS
+async def test_a_claim_is_stamped_by_the_ledgers_clock(
+    postgres_url: str, ledger_type: type[Ledger]
+) -> None:
     moment = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     engine = await open_engine(postgres_url)
     try:
-        ledger = Ledger(engine, clock=lambda: moment)
+        ledger = ledger_type(engine, clock=lambda: moment)
         request_id = f"c-{uuid.uuid4().hex[:8]}"
         assert await ledger.try_acquire(request_id, f"prov-{uuid.uuid4().hex[:6]}", 1)
         async with engine.connect() as conn:
@@ -53,13 +63,14 @@ async def test_a_claim_is_stamped_by_the_ledgers_clock(postgres_url: str) -> Non
         await engine.dispose()
 
 
+@LEDGERS
 async def test_an_intent_is_kept_from_the_first_create_and_jobs_held_are_known(
-    postgres_url: str,
+    postgres_url: str, ledger_type: type[Ledger]
 ) -> None:
     moments = iter(datetime(2026, 11, 24, 12, m, tzinfo=UTC) for m in range(10))
     engine = await open_engine(postgres_url)
     try:
-        ledger = Ledger(engine, clock=lambda: next(moments))
+        ledger = ledger_type(engine, clock=lambda: next(moments))
         provider = f"prov-{uuid.uuid4().hex[:6]}"
         first, other = f"i-{uuid.uuid4().hex[:8]}", f"i-{uuid.uuid4().hex[:8]}"
         assert await ledger.try_acquire(first, provider, 2)
@@ -138,7 +149,7 @@ async def test_cancels_and_a_batch_of_ends_never_both_win(postgres_url: str) -> 
     # The poller's batched gate on its own engine against cancels on the submitter's.
     submitter, poller = await open_engine(postgres_url), await open_engine(postgres_url)
     try:
-        cancels, gate = Ledger(submitter), BatchedGate(Ledger(poller))
+        cancels, gate = Ledger(submitter), BatchedLedger(poller)
         provider = f"prov-{uuid.uuid4().hex[:6]}"
         rids = [f"b-{uuid.uuid4().hex[:8]}" for _ in range(40)]
         for i, rid in enumerate(rids):

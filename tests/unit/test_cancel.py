@@ -28,7 +28,7 @@ from services.submitter.handlers import (
     handle_generation_requested,
 )
 from vidpipe.cli import app
-from vidpipe.db.ledger import BatchedGate, Ledger
+from vidpipe.db.ledger import BatchedLedger, Ledger
 from vidpipe.db.tables import open_engine
 from vidpipe.errors import ProviderUnavailable
 from vidpipe.policy.cancel import (
@@ -49,10 +49,11 @@ async def _no_image(url: str) -> InputImage:
     raise AssertionError("no image expected")
 
 
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+# Every test on the plain ledger and on the batched one the stages run: the same answers.
+@pytest.fixture(params=[Ledger, BatchedLedger])
+async def ledger(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
     engine = await open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    yield Ledger(engine)
+    yield request.param(engine)
     await engine.dispose()
 
 
@@ -294,6 +295,43 @@ async def test_finish_many_gives_each_request_the_answer_finish_would(ledger: Le
     assert await ledger.finish_many([]) == set() and await ledger.cancelled_among([]) == set()
 
 
+async def test_the_batched_calls_answer_each_request_as_its_own_call_would(
+    tmp_path: Path,
+) -> None:
+    moments = iter(datetime(2026, 12, 3, 12, m, tzinfo=UTC) for m in range(60))
+    engine = await open_engine(f"sqlite:///{tmp_path / 'batch.sqlite'}")
+    ledger = BatchedLedger(engine, clock=lambda: next(moments))
+    try:
+        for rid in ("a", "b", "c"):
+            assert await ledger.acquire(rid, "p", 10) is not None
+        first = await ledger.record_intent("a")
+        await ledger.cancel("c")
+        # Side by side: one query, one transaction each, and every caller its own answer.
+        got = await asyncio.gather(*(ledger.get(rid) for rid in ("a", "b", "c", "none")))
+        assert [g.state if g else None for g in got] == [
+            "submitting",
+            "submitting",
+            "cancelled",
+            None,
+        ]
+        intents = await asyncio.gather(*(ledger.record_intent(rid) for rid in ("a", "b")))
+        assert intents[0] == first and intents[1] > first  # the first intent is kept
+        marks = await asyncio.gather(
+            *(
+                ledger.mark_in_flight(
+                    rid, provider_job_id=f"j-{rid}", endpoint_host="h", model=None
+                )
+                for rid in ("a", "b", "c")
+            )
+        )
+        assert marks == [True, True, False]
+        # The job that came back for the cancelled request is noted on its row.
+        assert await ledger.taken_jobs("p", ["j-a", "j-c"]) == {"j-a", "j-c"}
+        assert await asyncio.gather(*(ledger.is_cancelled(r) for r in ("a", "c"))) == [False, True]
+    finally:
+        await engine.dispose()
+
+
 async def test_finish_many_frees_one_slot_per_claim_it_closes(ledger: Ledger) -> None:
     for i in range(5):
         assert await ledger.acquire(f"s{i}", "p", 10) is not None
@@ -304,7 +342,7 @@ async def test_finish_many_frees_one_slot_per_claim_it_closes(ledger: Ledger) ->
 
 
 async def test_cancels_and_batched_ends_never_both_win(ledger: Ledger) -> None:
-    cancels, gate = ledger, BatchedGate(ledger)
+    cancels, gate = ledger, BatchedLedger(ledger.engine)
     rids = [f"batch{i}" for i in range(20)]
     for i, rid in enumerate(rids):
         assert await ledger.acquire(rid, "p", 100) is not None
@@ -342,7 +380,10 @@ def _due(rid: str) -> PollDue:
     )
 
 
-GATES = [pytest.param(lambda ledger: ledger, id="ledger"), pytest.param(BatchedGate, id="batched")]
+GATES = [
+    pytest.param(lambda ledger: ledger, id="ledger"),
+    pytest.param(lambda ledger: BatchedLedger(ledger.engine), id="batched"),
+]
 
 
 @pytest.mark.parametrize("gate_of", GATES)

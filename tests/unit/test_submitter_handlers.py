@@ -18,7 +18,7 @@ from services.submitter.handlers import (
     handle_generation_requested,
     handle_job_finished,
 )
-from vidpipe.db.ledger import Ledger
+from vidpipe.db.ledger import BatchedLedger, Ledger
 from vidpipe.db.tables import open_engine
 from vidpipe.errors import (
     AuthenticationFailed,
@@ -39,10 +39,11 @@ async def _no_image(url: str) -> InputImage:
     raise AssertionError("no image expected")
 
 
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+# Every test on the plain ledger and on the batched one the stages run: the same answers.
+@pytest.fixture(params=[Ledger, BatchedLedger])
+async def ledger(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ledger]:
     engine = await open_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    yield Ledger(engine)
+    yield request.param(engine)
     await engine.dispose()
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import RowMapping, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -28,7 +28,7 @@ from schemas.events import utcnow
 from vidpipe.db.coalesce import Coalescer
 from vidpipe.db.tables import insert_ignore, provider_slots, submissions
 
-__all__ = ["BatchedGate", "CancelClaim", "Ledger", "Submission"]
+__all__ = ["BatchedLedger", "CancelClaim", "Ledger", "NotedJob", "Submission"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,16 @@ class CancelClaim:
     provider_job_id: str | None
 
 
+@dataclass(frozen=True)
+class NotedJob:
+    """A provider's job to note on its request's claim (`Ledger.mark_in_flight`)."""
+
+    request_id: str
+    provider_job_id: str
+    endpoint_host: str
+    model: str | None
+
+
 class Ledger:
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
@@ -69,17 +79,17 @@ class Ledger:
                 .mappings()
                 .first()
             )
-        if row is None:
-            return None
-        return Submission(
-            request_id=row["request_id"],
-            provider=row["provider"],
-            state=row["state"],
-            provider_job_id=row["provider_job_id"],
-            endpoint_host=row["endpoint_host"],
-            model=row["model"],
-            intent_at=_aware(row["intent_at"]),
-        )
+        return None if row is None else _submission(row)
+
+    async def get_many(self, request_ids: Sequence[str]) -> dict[str, Submission]:
+        """`get` for a batch, in one query: the rows found, by request id."""
+        if not request_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(submissions).where(submissions.c.request_id.in_(request_ids))
+            )
+            return {str(row["request_id"]): _submission(row) for row in rows.mappings()}
 
     async def record_intent(self, request_id: str) -> datetime:
         """Note that a create is about to be sent (the first time counts); returns that time."""
@@ -99,6 +109,29 @@ class Ledger:
             return now
         known = await self.get(request_id)
         return known.intent_at if known is not None and known.intent_at is not None else now
+
+    async def record_intents(self, request_ids: Sequence[str]) -> dict[str, datetime]:
+        """`record_intent` for a batch, in one transaction: each request's intent time."""
+        if not request_ids:
+            return {}
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            noted = await conn.execute(
+                update(submissions)
+                .where(submissions.c.request_id.in_(request_ids), submissions.c.intent_at.is_(None))
+                .values(intent_at=now, updated_at=now)
+                .returning(submissions.c.request_id)
+            )
+            intents = {str(request_id): now for (request_id,) in noted}
+            rest = [request_id for request_id in request_ids if request_id not in intents]
+            if rest:
+                earlier = await conn.execute(
+                    select(submissions.c.request_id, submissions.c.intent_at).where(
+                        submissions.c.request_id.in_(rest)
+                    )
+                )
+                intents |= {str(r): _aware(at) or now for r, at in earlier}
+        return {request_id: intents.get(request_id, now) for request_id in request_ids}
 
     async def taken_jobs(self, provider: str, job_ids: Iterable[str]) -> set[str]:
         """Which of `job_ids` another request of `provider` already holds."""
@@ -160,32 +193,45 @@ class Ledger:
     ) -> bool:
         """Note the provider's job; False when a cancel took the claim meanwhile (the job is
         still noted on the cancelled row, so the caller can cancel it and nobody adopts it)."""
-        values = {
-            "provider_job_id": provider_job_id,
-            "endpoint_host": endpoint_host,
-            "model": model,
-            "updated_at": self.clock(),
-        }
+        job = NotedJob(request_id, provider_job_id, endpoint_host, model)
+        return (await self.mark_many_in_flight([job]))[job]
+
+    async def mark_many_in_flight(self, jobs: Sequence[NotedJob]) -> dict[NotedJob, bool]:
+        """`mark_in_flight` for a batch, in one transaction, in the order given."""
+        marked: dict[NotedJob, bool] = {}
+        if not jobs:
+            return marked
+        now = self.clock()
         async with self.engine.begin() as conn:
-            claimed = (
-                await conn.execute(
-                    update(submissions)
-                    .where(
-                        submissions.c.request_id == request_id,
-                        submissions.c.state.in_(("submitting", "in_flight")),
+            for job in jobs:
+                values = {
+                    "provider_job_id": job.provider_job_id,
+                    "endpoint_host": job.endpoint_host,
+                    "model": job.model,
+                    "updated_at": now,
+                }
+                claimed = (
+                    await conn.execute(
+                        update(submissions)
+                        .where(
+                            submissions.c.request_id == job.request_id,
+                            submissions.c.state.in_(("submitting", "in_flight")),
+                        )
+                        .values(state="in_flight", **values)
+                        .returning(submissions.c.request_id)
                     )
-                    .values(state="in_flight", **values)
-                    .returning(submissions.c.request_id)
-                )
-            ).first()
-            if claimed is not None:
-                return True
-            await conn.execute(
-                update(submissions)
-                .where(submissions.c.request_id == request_id, submissions.c.state == "cancelled")
-                .values(**values)
-            )
-            return False
+                ).first()
+                if claimed is None:
+                    await conn.execute(
+                        update(submissions)
+                        .where(
+                            submissions.c.request_id == job.request_id,
+                            submissions.c.state == "cancelled",
+                        )
+                        .values(**values)
+                    )
+                marked[job] = claimed is not None
+        return marked
 
     async def cancel(self, request_id: str) -> CancelClaim:
         """Take the request's claim for a cancel, atomically against the job's own end
@@ -328,29 +374,56 @@ class Ledger:
         return usage
 
 
-class BatchedGate:
-    """The poller's view of the ledger (`services.poller.handlers.JobGate`): the checks of one
-    consumer batch, made side by side, ask whether their requests were cancelled in one query
-    and close their ended jobs in one transaction (`vidpipe.db.coalesce`), each with the answer
-    `Ledger.is_cancelled` / `Ledger.finish` would give it alone."""
+class BatchedLedger(Ledger):
+    """The ledger whose hot single-request calls, made side by side by the handlers of one
+    consumer batch, are carried out together (`vidpipe.db.coalesce`): one query for every
+    `get` and `is_cancelled` waiting, one transaction for every `record_intent`,
+    `mark_in_flight` and `finish`. Each caller gets the answer its own call would have had;
+    the rest of the ledger is `Ledger`'s."""
 
-    def __init__(self, ledger: Ledger, *, max_keys: int = 500) -> None:
-        self.ledger = ledger
-        self._cancelled: Coalescer[str, bool] = Coalescer(self._cancelled_of, max_keys=max_keys)
-        self._finished: Coalescer[str, bool] = Coalescer(self._finished_of, max_keys=max_keys)
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        max_keys: int = 500,
+    ) -> None:
+        super().__init__(engine, clock=clock)
+        self._gets: Coalescer[str, Submission | None] = Coalescer(self._gets_of, max_keys=max_keys)
+        self._cancels: Coalescer[str, bool] = Coalescer(self._cancels_of, max_keys=max_keys)
+        self._finishes: Coalescer[str, bool] = Coalescer(self._finishes_of, max_keys=max_keys)
+        self._intents: Coalescer[str, datetime] = Coalescer(self.record_intents, max_keys=max_keys)
+        self._marks: Coalescer[NotedJob, bool] = Coalescer(
+            self.mark_many_in_flight, max_keys=max_keys
+        )
+
+    async def get(self, request_id: str) -> Submission | None:
+        return await self._gets(request_id)
 
     async def is_cancelled(self, request_id: str) -> bool:
-        return await self._cancelled(request_id)
+        return await self._cancels(request_id)
 
     async def finish(self, request_id: str) -> bool:
-        return await self._finished(request_id)
+        return await self._finishes(request_id)
 
-    async def _cancelled_of(self, request_ids: Sequence[str]) -> dict[str, bool]:
-        taken = await self.ledger.cancelled_among(request_ids)
+    async def record_intent(self, request_id: str) -> datetime:
+        return await self._intents(request_id)
+
+    async def mark_in_flight(
+        self, request_id: str, *, provider_job_id: str, endpoint_host: str, model: str | None
+    ) -> bool:
+        return await self._marks(NotedJob(request_id, provider_job_id, endpoint_host, model))
+
+    async def _gets_of(self, request_ids: Sequence[str]) -> dict[str, Submission | None]:
+        found = await self.get_many(request_ids)
+        return {request_id: found.get(request_id) for request_id in request_ids}
+
+    async def _cancels_of(self, request_ids: Sequence[str]) -> dict[str, bool]:
+        taken = await self.cancelled_among(request_ids)
         return {request_id: request_id in taken for request_id in request_ids}
 
-    async def _finished_of(self, request_ids: Sequence[str]) -> dict[str, bool]:
-        taken = await self.ledger.finish_many(request_ids)
+    async def _finishes_of(self, request_ids: Sequence[str]) -> dict[str, bool]:
+        taken = await self.finish_many(request_ids)
         return {request_id: request_id not in taken for request_id in request_ids}
 
 
@@ -384,6 +457,18 @@ async def _take_slot(conn: AsyncConnection, provider: str, limit: int) -> bool:
         return True
     await insert_ignore(conn, provider_slots, {"provider": provider, "in_use": 0}, "provider")
     return bool((await conn.execute(take)).rowcount == 1)
+
+
+def _submission(row: RowMapping) -> Submission:
+    return Submission(
+        request_id=row["request_id"],
+        provider=row["provider"],
+        state=row["state"],
+        provider_job_id=row["provider_job_id"],
+        endpoint_host=row["endpoint_host"],
+        model=row["model"],
+        intent_at=_aware(row["intent_at"]),
+    )
 
 
 def _aware(value: datetime | None) -> datetime | None:
