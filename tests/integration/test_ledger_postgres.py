@@ -179,3 +179,21 @@ async def test_cancels_and_a_batch_of_ends_never_both_win(postgres_url: str) -> 
     finally:
         await submitter.dispose()
         await poller.dispose()
+
+
+async def test_two_replicas_claiming_one_request_hold_one_slot(postgres_url: str) -> None:
+    engines = [await open_engine(postgres_url), await open_engine(postgres_url)]
+    try:
+        ledgers = [BatchedLedger(engine) for engine in engines]
+        provider = f"prov-{uuid.uuid4().hex[:6]}"
+        for _ in range(10):
+            rid = f"d-{uuid.uuid4().hex[:8]}"
+            claims = await asyncio.gather(
+                *(ledger.acquire(rid, provider, 100, known=None) for ledger in ledgers)
+            )
+            assert all(c is not None and c.state == "submitting" for c in claims), claims
+        # Ten requests, each claimed by both replicas at once: ten slots, not twenty.
+        assert await ledgers[0].in_use(provider) == 10
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -332,6 +332,19 @@ async def test_the_batched_calls_answer_each_request_as_its_own_call_would(
         await engine.dispose()
 
 
+async def test_new_claims_made_together_keep_the_quota_and_lose_to_a_row_made_first(
+    ledger: Ledger,
+) -> None:
+    await ledger.cancel("late")  # a cancel made the row after the caller read "no row"
+    claims = await asyncio.gather(
+        *(ledger.acquire(rid, "p", 2, known=None) for rid in ("late", "n1", "n2", "n3"))
+    )
+    assert [c.state if c else None for c in claims] == [None, "submitting", "submitting", None]
+    assert await ledger.in_use("p") == 2  # the losing claim gave its slot back
+    assert (await ledger.get("late")).state == "cancelled"  # type: ignore[union-attr]
+    assert await ledger.get("n3") is None
+
+
 async def test_finish_many_frees_one_slot_per_claim_it_closes(ledger: Ledger) -> None:
     for i in range(5):
         assert await ledger.acquire(f"s{i}", "p", 10) is not None

@@ -21,14 +21,13 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from sqlalchemy import RowMapping, case, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import utcnow
 from vidpipe.db.coalesce import Coalescer
 from vidpipe.db.tables import insert_ignore, provider_slots, submissions
 
-__all__ = ["BatchedLedger", "CancelClaim", "Ledger", "NotedJob", "Submission"]
+__all__ = ["BatchedLedger", "CancelClaim", "Ledger", "NewClaim", "NotedJob", "Submission"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,15 @@ class CancelClaim:
     previous_state: str | None
     provider: str | None
     provider_job_id: str | None
+
+
+@dataclass(frozen=True)
+class NewClaim:
+    """A request with no row yet asking for one of `provider`'s `limit` slots."""
+
+    request_id: str
+    provider: str
+    limit: int
 
 
 @dataclass(frozen=True)
@@ -165,28 +173,50 @@ class Ledger:
         existing = await self.get(request_id) if known == "unread" else known
         if existing is not None:
             return existing if existing.state in ("submitting", "in_flight") else None
+        return await self._new_claim(NewClaim(request_id, provider, limit))
+
+    async def _new_claim(self, claim: NewClaim) -> Submission | None:
+        return (await self.acquire_many([claim]))[claim]
+
+    async def acquire_many(self, claims: Sequence[NewClaim]) -> dict[NewClaim, Submission | None]:
+        """New claims (`acquire` of requests with no row) in one transaction, taken in the
+        order given: each gets a slot while `provider`'s `limit` allows."""
+        taken: dict[NewClaim, Submission | None] = {}
+        if not claims:
+            return taken
         now = self.clock()
-        try:
-            async with self.engine.begin() as conn:
-                if not await _take_slot(conn, provider, limit):
-                    return None
-                await conn.execute(
-                    submissions.insert().values(
-                        request_id=request_id,
-                        provider=provider,
-                        state="submitting",
-                        created_at=now,
-                        updated_at=now,
+        async with self.engine.begin() as conn:
+            for claim in claims:
+                if not await _take_slot(conn, claim.provider, claim.limit):
+                    taken[claim] = None
+                    continue
+                row = {
+                    "request_id": claim.request_id,
+                    "provider": claim.provider,
+                    "state": "submitting",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                if await insert_ignore(conn, submissions, row, "request_id"):
+                    taken[claim] = Submission(
+                        claim.request_id, claim.provider, "submitting", None, None, None, None
                     )
+                    continue
+                # Another replica (or a cancel) made this request's row first: our slot goes
+                # back, and the claim that won is what counts.
+                await _free_slot(conn, claim.provider)
+                won = (
+                    (
+                        await conn.execute(
+                            select(submissions).where(submissions.c.request_id == claim.request_id)
+                        )
+                    )
+                    .mappings()
+                    .first()
                 )
-            return Submission(request_id, provider, "submitting", None, None, None, None)
-        except IntegrityError:
-            # Another replica claimed this request at the same moment; the transaction rolled back
-            # our slot, and the claim that won is what counts.
-            again = await self.get(request_id)
-            return (
-                again if again is not None and again.state in ("submitting", "in_flight") else None
-            )
+                held = won is not None and won["state"] in ("submitting", "in_flight")
+                taken[claim] = _submission(won) if held and won is not None else None
+        return taken
 
     async def mark_in_flight(
         self, request_id: str, *, provider_job_id: str, endpoint_host: str, model: str | None
@@ -377,9 +407,9 @@ class Ledger:
 class BatchedLedger(Ledger):
     """The ledger whose hot single-request calls, made side by side by the handlers of one
     consumer batch, are carried out together (`vidpipe.db.coalesce`): one query for every
-    `get` and `is_cancelled` waiting, one transaction for every `record_intent`,
-    `mark_in_flight` and `finish`. Each caller gets the answer its own call would have had;
-    the rest of the ledger is `Ledger`'s."""
+    `get` and `is_cancelled` waiting, one transaction for every new claim of `acquire`, every
+    `record_intent`, `mark_in_flight` and `finish`. Each caller gets the answer its own call
+    would have had; the rest of the ledger is `Ledger`'s."""
 
     def __init__(
         self,
@@ -395,6 +425,9 @@ class BatchedLedger(Ledger):
         self._intents: Coalescer[str, datetime] = Coalescer(self.record_intents, max_keys=max_keys)
         self._marks: Coalescer[NotedJob, bool] = Coalescer(
             self.mark_many_in_flight, max_keys=max_keys
+        )
+        self._claims: Coalescer[NewClaim, Submission | None] = Coalescer(
+            self.acquire_many, max_keys=max_keys
         )
 
     async def get(self, request_id: str) -> Submission | None:
@@ -413,6 +446,9 @@ class BatchedLedger(Ledger):
         self, request_id: str, *, provider_job_id: str, endpoint_host: str, model: str | None
     ) -> bool:
         return await self._marks(NotedJob(request_id, provider_job_id, endpoint_host, model))
+
+    async def _new_claim(self, claim: NewClaim) -> Submission | None:
+        return await self._claims(claim)
 
     async def _gets_of(self, request_ids: Sequence[str]) -> dict[str, Submission | None]:
         found = await self.get_many(request_ids)
