@@ -186,7 +186,8 @@ class Ledger:
             return taken
         now = self.clock()
         async with self.engine.begin() as conn:
-            for claim in claims:
+            # By provider (in arrival order within one): replicas lock slot rows in one order.
+            for claim in sorted(claims, key=lambda claim: claim.provider):
                 if not await _take_slot(conn, claim.provider, claim.limit):
                     taken[claim] = None
                     continue
