@@ -179,8 +179,9 @@ class Ledger:
         return (await self.acquire_many([claim]))[claim]
 
     async def acquire_many(self, claims: Sequence[NewClaim]) -> dict[NewClaim, Submission | None]:
-        """New claims (`acquire` of requests with no row) in one transaction, taken in the
-        order given: each gets a slot while `provider`'s `limit` allows."""
+        """New claims (`acquire` of requests with no row) in one transaction, taken provider
+        by provider, each provider's in the order given: each gets a slot while that
+        provider's `limit` allows."""
         taken: dict[NewClaim, Submission | None] = {}
         if not claims:
             return taken
