@@ -14,6 +14,7 @@ from schemas.events import (
     VideoStored,
     derive_event_id,
 )
+from tests.contracts.records_contract import payloads_read_back_as_the_events
 from vidpipe.db.records import Records
 from vidpipe.db.tables import events, insert_ignore, open_engine
 
@@ -108,3 +109,7 @@ async def test_insert_ignore_tells_whether_a_row_went_in(records: Records) -> No
         assert await insert_ignore(conn, events, row, "event_id") is True
     async with records.engine.begin() as conn:
         assert await insert_ignore(conn, events, {**row, "topic": "u"}, "event_id") is False
+
+
+async def test_the_log_keeps_each_events_json_form(records: Records) -> None:
+    await payloads_read_back_as_the_events(records, f"pg-{uuid.uuid4().hex[:8]}")

@@ -12,9 +12,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import GenerationRequested
+from tests.contracts.records_contract import payloads_read_back_as_the_events
 from vidpipe.db.ledger import Ledger
 from vidpipe.db.records import Records
-from vidpipe.db.tables import events, insert_ignore, open_engine, provider_slots, submissions
+from vidpipe.db.tables import (
+    JSONText,
+    dump_json,
+    events,
+    insert_ignore,
+    open_engine,
+    provider_slots,
+    submissions,
+)
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -73,3 +82,12 @@ async def test_a_sqlite_file_gives_a_process_one_connection_at_a_time(engine: As
             await asyncio.wait_for(asyncio.shield(second_in.wait()), timeout=0.5)
     await asyncio.wait_for(waiting, timeout=10)
     assert second_in.is_set()
+
+
+async def test_the_log_keeps_each_events_json_form(engine: AsyncEngine) -> None:
+    await payloads_read_back_as_the_events(Records(engine), "r-payload")
+
+
+def test_the_engines_json_serializer_writes_serialized_text_as_it_is() -> None:
+    assert dump_json(JSONText('{"a":1}')) == '{"a":1}'
+    assert dump_json({"a": "é"}) == '{"a": "\\u00e9"}'

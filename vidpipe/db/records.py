@@ -17,7 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import Event, GenerationRequested, utcnow
-from vidpipe.db.tables import events, projects
+from vidpipe.db.tables import JSONText, events, projects
 from vidpipe.policy.projection import TERMINAL_STATUSES, project, project_parent
 
 __all__ = ["ProjectView", "Records"]
@@ -197,7 +197,7 @@ def _event_row(event: Event, topic: str, now: datetime) -> dict[str, Any]:
         "topic": topic,
         "occurred_at": event.occurred_at,
         "recorded_at": now,
-        "payload": event.model_dump(mode="json"),
+        "payload": JSONText(event.model_dump_json()),
     }
 
 

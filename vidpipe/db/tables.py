@@ -20,6 +20,8 @@ when the URL is Supabase's transaction pooler port.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 __all__ = [
+    "JSONText",
     "budget_buckets",
     "budget_reservations",
     "create_tables",
+    "dump_json",
     "events",
     "insert_ignore",
     "metadata",
@@ -239,6 +243,21 @@ def pooler_in_url(url: str | URL) -> bool:
     return parsed.port == SUPABASE_TRANSACTION_POOLER_PORT
 
 
+@dataclass(frozen=True, slots=True)
+class JSONText:
+    """A value serialized already (pydantic's `model_dump_json`), for a JSON column: written
+    as it is, where a dict would be built from the model and dumped again."""
+
+    text: str
+
+
+def dump_json(value: Any) -> str:
+    """The engines' JSON serializer: `JSONText` as it is, anything else `json.dumps`."""
+    if isinstance(value, JSONText):
+        return value.text
+    return json.dumps(value)
+
+
 async def open_engine(
     url: str, *, create: bool = True, base_dir: Path | None = None, pooler: bool | None = None
 ) -> AsyncEngine:
@@ -263,7 +282,11 @@ async def open_engine(
         # them in asyncio instead, woken the moment the last one commits.
         pool_args = {"pool_size": 1, "max_overflow": 0}
     engine = create_async_engine(
-        database_url, pool_pre_ping=pre_ping, connect_args=connect_args, **pool_args
+        database_url,
+        pool_pre_ping=pre_ping,
+        connect_args=connect_args,
+        json_serializer=dump_json,
+        **pool_args,
     )
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
