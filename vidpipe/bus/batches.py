@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from vidpipe.bus.deadletter import (
     Failure,
@@ -55,11 +55,20 @@ def read_record(record: Any, model: type[ModelT]) -> ModelT:
         raise PoisonMessage(f"not JSON: content-type {bytes(content_type)[:100]!r}")
     if not json_is_utf8(value):
         raise PoisonMessage(f"undecodable: JSON must be UTF-8, not {json.detect_encoding(value)}")
+    # Parsed and validated in one pass by pydantic-core, without the dict json.loads would build.
     try:
-        body = json.loads(value)
-    except Exception as exc:  # RecursionError and MemoryError included: the bytes are the fault
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        bad = [e for e in exc.errors(include_url=False, include_input=False) if e["type"] == _BAD]
+        if bad:
+            raise PoisonMessage(f"undecodable: {bad[0]['msg'][:300]}") from exc
+        raise  # the schema's refusal, described as the per-message path describes it
+    except Exception as exc:  # MemoryError included: the bytes are the fault
         raise PoisonMessage(f"undecodable ({type(exc).__name__}): {str(exc)[:300]}") from exc
-    return model.model_validate(body)
+
+
+#: pydantic's error type for bytes that are not JSON at all.
+_BAD = "json_invalid"
 
 
 @dataclass(frozen=True)
