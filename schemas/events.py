@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self, TypeVar
 
 from pydantic import (
     AnyUrl,
@@ -39,6 +39,7 @@ from pydantic import (
     Field,
     StringConstraints,
     UrlConstraints,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -75,6 +76,7 @@ __all__ = [
     "VideoStored",
     "clip_message",
     "derive_event_id",
+    "read_json",
     "unstorable_text",
     "utcnow",
 ]
@@ -142,6 +144,22 @@ def clip_message(text: str) -> str:
 
 # PostgreSQL refuses NUL in text, and a lone surrogate cannot be encoded as UTF-8 at all.
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+#: JSON bytes can hold such a character only as an escape (`\u0000`, `\uD800`-`\uDFFF`): raw
+#: control characters and invalid UTF-8 are not JSON. A surrogate pair's escapes are a false
+#: alarm, which only means the check runs field by field.
+_UNSTORABLE_IN_JSON = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})|\x00|\xed[\xa0-\xbf]")
+#: The validation context key that says the input's text is storable already (see `read_json`).
+_TEXT_CHECKED = "vidpipe.text_checked"
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def read_json(model: type[ModelT], raw: bytes | str) -> ModelT:
+    """`model.model_validate_json(raw)`, with the per-string storable-text check of every
+    `_Recorded` model skipped when a scan of the bytes shows no string can fail it."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    checked = _UNSTORABLE_IN_JSON.search(data) is None
+    return model.model_validate_json(data, context={_TEXT_CHECKED: True} if checked else None)
 
 
 def unstorable_text(value: object, where: str = "value") -> str | None:
@@ -173,7 +191,9 @@ class _Recorded(_Model):
     refuses, so a message that passes the schema can always be stored."""
 
     @model_validator(mode="after")
-    def _storable_text(self) -> Self:
+    def _storable_text(self, info: ValidationInfo) -> Self:
+        if info.context and info.context.get(_TEXT_CHECKED):
+            return self
         for name, value in self:
             if where := unstorable_text(value, name):
                 raise ValueError(

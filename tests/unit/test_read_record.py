@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas.events import GenerationRequested, JobSucceeded
+from schemas.events import GenerationRequested, JobSucceeded, read_json
 from vidpipe.bus.batches import read_record
 from vidpipe.bus.deadletter import describe_poison
 from vidpipe.errors import PoisonMessage
@@ -62,3 +62,40 @@ def test_a_body_labelled_otherwise_or_not_utf8_is_poison() -> None:
         read_record(_record(b"{}", [("content-type", b"text/plain")]), GenerationRequested)
     with pytest.raises(PoisonMessage, match="UTF-8"):
         read_record(_record('{"a": 1}'.encode("utf-16")), GenerationRequested)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"request_id": "r", "prompt": "a\u0000b"},
+        {"request_id": "r", "prompt": "p", "metadata": {"k": "v\u0000"}},
+        {"request_id": "r", "prompt": "p", "metadata": {"k\u0000": "v"}},
+    ],
+    ids=["prompt", "metadata-value", "metadata-key"],
+)
+def test_an_escaped_nul_is_still_refused_anywhere(body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    assert b"\\u0000" in raw
+    with pytest.raises(ValidationError, match="records cannot store"):
+        read_json(GenerationRequested, raw)
+    with pytest.raises(ValidationError, match="records cannot store"):
+        GenerationRequested.model_validate(body)  # the same verdict as the per-message path
+
+
+def test_a_lone_surrogate_escape_is_never_read_as_text() -> None:
+    raw = b'{"request_id": "r", "prompt": "a\\ud800"}'
+    with pytest.raises(ValidationError):
+        read_json(GenerationRequested, raw)
+
+
+def test_text_a_scan_clears_reads_the_same_as_checked_text() -> None:
+    # The emoji as a surrogate pair of escapes: a false alarm that takes the field-by-field path.
+    for field in (
+        '"prompt": "renard \\ud83e\\udd8a"',
+        '"prompt": "renard 🦊 «été»"',
+        '"prompt": "a \\\\u0000 as text"',
+    ):
+        raw = '{"request_id": "r", "occurred_at": "2026-12-04T12:00:00Z", ' + field + "}"
+        read = read_json(GenerationRequested, raw)
+        assert read == GenerationRequested.model_validate(json.loads(raw))
+        assert read_json(GenerationRequested, raw.encode()) == read

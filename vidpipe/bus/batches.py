@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from schemas.events import read_json
 from vidpipe.bus.deadletter import (
     Failure,
     FailureHandling,
@@ -57,7 +58,7 @@ def read_record(record: Any, model: type[ModelT]) -> ModelT:
         raise PoisonMessage(f"undecodable: JSON must be UTF-8, not {json.detect_encoding(value)}")
     # Parsed and validated in one pass by pydantic-core, without the dict json.loads would build.
     try:
-        return model.model_validate_json(value)
+        return read_json(model, value)
     except ValidationError as exc:
         bad = [e for e in exc.errors(include_url=False, include_input=False) if e["type"] == _BAD]
         if bad:

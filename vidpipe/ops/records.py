@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import Text, cast, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from schemas.events import EVENT_TYPES, Event
+from schemas.events import EVENT_TYPES, Event, read_json
 from vidpipe.db.records import Records
 from vidpipe.db.tables import events, projects
 from vidpipe.ops import OpsError, ProgressHook, RefusedError
@@ -102,7 +102,7 @@ async def replay_records(
                 result.skipped_unknown[event_type] += 1
                 continue
             try:
-                page.append((model.model_validate_json(payload), topic))
+                page.append((read_json(model, payload), topic))
             except ValidationError:
                 result.invalid += 1
         # One transaction per page, in seq order: what recording them one by one would write.
