@@ -201,12 +201,9 @@ def _event_row(event: Event, topic: str, now: datetime) -> dict[str, Any]:
     }
 
 
-#: The columns an event may change (every one but the keys and the creation time), each with
-#: the name of its parameter in the batch's UPDATE.
-_MUTABLE_PARAMS = tuple(
-    (c.name, f"new_{c.name}")
-    for c in projects.columns
-    if c.name not in ("id", "request_id", "created_at")
+#: The columns an event may change: every one but the keys and the creation time.
+_MUTABLE = tuple(
+    c.name for c in projects.columns if c.name not in ("id", "request_id", "created_at")
 )
 
 
@@ -246,7 +243,8 @@ async def _project_all(conn: AsyncConnection, applied: list[Event], now: datetim
     parent_ids = {row["parent_request_id"] for row in rows.values() if row["parent_request_id"]}
     parent_ids |= {p for e in applied if (p := getattr(e, "parent_request_id", None))}
     rows |= await _lock_rows(conn, parent_ids - rows.keys())
-    changed: set[str] = set()
+    # The columns each row's events moved: only those are written back.
+    changed: dict[str, set[str]] = {}
     for event in applied:
         unborn.discard(event.request_id)
         row = rows[event.request_id]
@@ -259,25 +257,35 @@ async def _project_all(conn: AsyncConnection, applied: list[Event], now: datetim
             changes = {**changes, "owner_id": owner}
         if changes:
             row.update(changes, updated_at=now)
-            changed.add(event.request_id)
+            changed.setdefault(event.request_id, {"updated_at"}).update(changes)
         parent_id = seen.get("parent_request_id") or getattr(event, "parent_request_id", None)
         parent = rows.get(parent_id) if parent_id and parent_id not in unborn else None
         if parent is not None:
             parent_changes = project_parent(parent, {**seen, **changes}, event)
             if parent_changes:
                 parent.update(parent_changes, updated_at=now)
-                changed.add(parent["request_id"])
-    if changed:
+                changed.setdefault(parent["request_id"], {"updated_at"}).update(parent_changes)
+    await _write_back(conn, rows, changed)
+
+
+async def _write_back(
+    conn: AsyncConnection, rows: dict[str, dict[str, Any]], changed: dict[str, set[str]]
+) -> None:
+    """The changed columns of `rows`: one UPDATE per set of columns, for every row whose events
+    moved exactly those (a batch holds a few such sets). Writing every column of every row
+    would bind 28 values a row and rewrite every index the table has."""
+    by_columns: dict[tuple[str, ...], list[str]] = {}
+    for rid in sorted(changed):
+        columns = tuple(name for name in _MUTABLE if name in changed[rid])
+        by_columns.setdefault(columns, []).append(rid)
+    for columns, rids in by_columns.items():
         await conn.execute(
             update(projects)
             .where(projects.c.request_id == bindparam("key_request_id"))
-            .values({name: bindparam(param) for name, param in _MUTABLE_PARAMS}),
+            .values({name: bindparam(f"new_{name}") for name in columns}),
             [
-                {
-                    "key_request_id": rid,
-                    **{param: rows[rid][name] for name, param in _MUTABLE_PARAMS},
-                }
-                for rid in sorted(changed)
+                {"key_request_id": rid, **{f"new_{name}": rows[rid][name] for name in columns}}
+                for rid in rids
             ],
         )
 
