@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     kafka_linger_ms: int = Field(default=0, ge=0, le=1000)
     # The recorder (and `replay records`) writes up to this many events per transaction; a
     # batch is what the consumer already holds, so a quiet stream is never held back for it.
-    records_batch_max: int = Field(default=500, ge=1, le=10_000)
+    # Past about 2,000 a bigger batch no longer pays on SQLite (docs/performance.md).
+    records_batch_max: int = Field(default=2000, ge=1, le=10_000)
     # Storage: a local folder by default (file://PATH); supabase://BUCKET for Supabase Storage.
     storage_url: str = "file://.vidpipe/videos"
     # Where the dev stack keeps its state (broker data, pids, logs, the broker address).
