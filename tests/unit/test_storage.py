@@ -221,6 +221,17 @@ async def test_local_stat_recomputes_without_sidecar(tmp_path: Path) -> None:
     assert again is not None and again.content_type == "video/quicktime"
 
 
+@pytest.mark.parametrize("torn", [b"", b'{"size_bytes": 12', b"\x00" * 64])
+async def test_local_stat_recomputes_from_a_torn_sidecar(tmp_path: Path, torn: bytes) -> None:
+    # The sidecar is written without fsync: after a crash it may be empty or cut short.
+    storage = LocalFolderStorage(tmp_path)
+    stored = await storage.put_stream(
+        "k.mp4", chunks_of(fake_mp4()), content_type="video/mp4", max_bytes=10**6
+    )
+    (tmp_path / "k.mp4.json").write_bytes(torn)
+    assert await storage.stat("k.mp4") == stored
+
+
 async def test_local_stat_ignores_stale_sidecar_and_junk(tmp_path: Path) -> None:
     storage = LocalFolderStorage(tmp_path)
     await storage.put_stream(

@@ -37,13 +37,13 @@ def _flush_and_sync(f: IO[bytes]) -> None:
     os.fsync(f.fileno())
 
 
-def _write_file_atomic(path: Path, data: bytes) -> None:
+def _write_cache_file(path: Path, data: bytes) -> None:
+    """Write a file readers see whole or not at all (a temp file, renamed), without fsync: a
+    cache that a crash may leave empty or stale, which its reader detects and recomputes."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -130,8 +130,9 @@ class LocalFolderStorage:
 
     def _finish_put(self, path: Path, stored: StoredObject) -> None:
         _fsync_dir(path.parent)
-        # The sidecar is only a cache (stat recomputes without it), so failing to write it must
-        # not fail a put whose video is already safely in place. mtime_ns ties it to this version.
+        # The sidecar is only a cache (stat recomputes without it, or when it is torn or stale),
+        # so failing to write it must not fail a put whose video is already safely in place,
+        # and it needs no fsync of its own. mtime_ns ties it to this version of the video.
         sidecar = {
             "size_bytes": stored.size_bytes,
             "sha256": stored.sha256,
@@ -139,7 +140,7 @@ class LocalFolderStorage:
             "mtime_ns": path.stat().st_mtime_ns,
         }
         with contextlib.suppress(OSError):
-            _write_file_atomic(self._sidecar(path), json.dumps(sidecar).encode())
+            _write_cache_file(self._sidecar(path), json.dumps(sidecar).encode())
 
     async def stat(self, key: str) -> StoredObject | None:
         path = self._path(key)
