@@ -45,6 +45,10 @@ log = structlog.get_logger("vidpipe.batches")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+#: pydantic's error type for bytes that are not JSON at all.
+_NOT_JSON = "json_invalid"
+
+
 def read_record(record: Any, model: type[ModelT]) -> ModelT:
     """The event a consumer record holds; `PoisonMessage` (or a `ValidationError`) when none.
 
@@ -60,16 +64,14 @@ def read_record(record: Any, model: type[ModelT]) -> ModelT:
     try:
         return read_json(model, value)
     except ValidationError as exc:
-        bad = [e for e in exc.errors(include_url=False, include_input=False) if e["type"] == _BAD]
+        bad = [
+            e for e in exc.errors(include_url=False, include_input=False) if e["type"] == _NOT_JSON
+        ]
         if bad:
             raise PoisonMessage(f"undecodable: {bad[0]['msg'][:300]}") from exc
         raise  # the schema's refusal, described as the per-message path describes it
     except Exception as exc:  # MemoryError included: the bytes are the fault
         raise PoisonMessage(f"undecodable ({type(exc).__name__}): {str(exc)[:300]}") from exc
-
-
-#: pydantic's error type for bytes that are not JSON at all.
-_BAD = "json_invalid"
 
 
 @dataclass(frozen=True)
