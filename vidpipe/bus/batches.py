@@ -55,9 +55,11 @@ def read_record(record: Any, model: type[ModelT]) -> ModelT:
     Read as the per-message path reads it (FastStream's decoder and vidpipe's): a body labelled
     anything but JSON is not JSON, and JSON must be UTF-8."""
     value = record.value or b""
-    content_type = next((v for k, v in record.headers or () if k == "content-type"), None)
-    if content_type is not None and not bytes(content_type or b"").startswith(b"application/json"):
-        raise PoisonMessage(f"not JSON: content-type {bytes(content_type)[:100]!r}")
+    for name, content_type in record.headers or ():  # a loop: a generator here cost 4 %
+        if name == "content-type":
+            if content_type is not None and not bytes(content_type).startswith(b"application/json"):
+                raise PoisonMessage(f"not JSON: content-type {bytes(content_type)[:100]!r}")
+            break
     if not json_is_utf8(value):
         raise PoisonMessage(f"undecodable: JSON must be UTF-8, not {json.detect_encoding(value)}")
     # Parsed and validated in one pass by pydantic-core, without the dict json.loads would build.
