@@ -6,31 +6,25 @@ writes the changes the pure projection (`vidpipe.policy.projection`) says the ev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Column,
-    DateTime,
     Text,
     any_,
     bindparam,
     cast,
-    column,
     desc,
     func,
     select,
-    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import Event, GenerationRequested, utcnow
+from vidpipe.db.bulk import insert_new, update_rows
 from vidpipe.db.tables import JSONText, events, projects
 from vidpipe.policy.projection import TERMINAL_STATUSES, project, project_parent
 
@@ -114,7 +108,7 @@ class Records:
         for index, event_id in enumerate(ids):
             first_seen.setdefault(event_id, index)
         async with self.engine.begin() as conn:
-            new_ids = await _insert_new(
+            new_ids = await insert_new(
                 conn,
                 events.c.event_id,
                 [_event_row(ids[index], *batch[index], now) for index in first_seen.values()],
@@ -210,132 +204,6 @@ _MUTABLE = tuple(
 )
 
 
-async def _insert_new(
-    conn: AsyncConnection, key: Column[Any], rows: list[dict[str, Any]]
-) -> set[str]:
-    """Insert the `rows` whose `key` is not in the table yet; the keys of those that went in.
-
-    SQLite: one multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING`. PostgreSQL: the same
-    from `json_to_recordset` of one JSON document holding every row: one parameter whatever the
-    batch size. (psycopg parses a statement's placeholders on every run once it is longer than
-    4 KiB, which for a multi-row insert of 2,000 events was a quarter of the recorder's CPU; an
-    array per column instead spent a third escaping each element into an array literal.)"""
-    if not rows:
-        return set()
-    table = key.table
-    if conn.dialect.name != "postgresql":
-        return await _insert_new_sqlite(conn, key, rows)
-    columns = [table.c[name] for name in rows[0]]
-    document = bindparam("rows", _as_json_rows(rows), type_=JSON)
-    source = (
-        func.json_to_recordset(document)
-        .table_valued(*(column(c.name, c.type) for c in columns))
-        .render_derived(with_types=True)
-    )
-    statement = (
-        postgresql_insert(table)
-        .from_select([c.name for c in columns], select(*(source.c[c.name] for c in columns)))
-        .on_conflict_do_nothing(index_elements=[key.name])
-        .returning(key)
-    )
-    return {row[0] for row in await conn.execute(statement)}
-
-
-#: Rows per SQLite statement: 1,000 rows of the widest insert stay far under SQLite's 32,766
-#: placeholders, whatever VIDPIPE_RECORDS_BATCH_MAX is.
-_SQLITE_PAGE = 1000
-
-
-async def _insert_new_sqlite(
-    conn: AsyncConnection, key: Column[Any], rows: list[dict[str, Any]]
-) -> set[str]:
-    """`_insert_new` on SQLite: multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING` as
-    driver SQL, its values converted as SQLAlchemy would convert them (`_SqliteValues`).
-
-    SQLAlchemy's own statement spent more on its per-value bookkeeping (one dictionary entry
-    and one lookup per placeholder) than SQLite spent inserting."""
-    table = key.table
-    quote = conn.dialect.identifier_preparer.quote
-    convert = _SqliteValues.of(table, list(rows[0]), conn.dialect)
-    names = convert.names
-    # Identifiers from the table's definition (`_SqliteValues.of` refuses any other), quoted;
-    # every value is a bound parameter.
-    head = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))}) VALUES "  # noqa: S608
-    tail = f" ON CONFLICT ({quote(key.name)}) DO NOTHING RETURNING {quote(key.name)}"
-    marks = "(" + ", ".join("?" * len(names)) + ")"
-    inserted: set[str] = set()
-    for start in range(0, len(rows), _SQLITE_PAGE):
-        page = rows[start : start + _SQLITE_PAGE]
-        sql = head + ", ".join([marks] * len(page)) + tail
-        result = await conn.exec_driver_sql(sql, tuple(convert.flat(page)))
-        inserted.update(row[0] for row in result)
-    return inserted
-
-
-@dataclass(frozen=True)
-class _SqliteValues:
-    """The driver values of rows for some columns of a table, as SQLAlchemy's `insert` would
-    bind them: each column's bind processor (SQLAlchemy's own; a faster equivalent for
-    datetimes), looked up once per statement, not per value; and the scalar default of each
-    column the rows leave out (`placeholder`'s False), which SQLAlchemy adds in Python."""
-
-    names: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
-    defaults: dict[str, Any]
-
-    @classmethod
-    def of(
-        cls, table: Any, given: Sequence[str], dialect: Any, *, defaults: bool = True
-    ) -> _SqliteValues:
-        filled: dict[str, Any] = {}
-        for col in table.columns if defaults else ():
-            if col.name in given or col.default is None:
-                continue
-            if not col.default.is_scalar:
-                raise ValueError(f"{table.name}.{col.name}: only scalar defaults are supported")
-            filled[col.name] = col.default.arg
-        names = (*(table.c[name].name for name in given), *filled)
-        processors = []
-        for name in names:
-            kind = table.c[name].type
-            if isinstance(kind, DateTime):
-                processors.append(sqlite_datetime)
-            else:
-                processors.append(kind.dialect_impl(dialect).bind_processor(dialect))
-        return cls(names, tuple(processors), filled)
-
-    def flat(self, rows: Iterable[dict[str, Any]]) -> Iterable[Any]:
-        pairs = tuple(zip(self.names, self.processors, strict=True))
-        defaults = self.defaults
-        for row in rows:
-            for name, process in pairs:
-                value = row[name] if name in row else defaults[name]
-                yield value if process is None or value is None else process(value)
-
-
-def sqlite_datetime(value: datetime) -> str:
-    """The text SQLAlchemy's SQLite `DateTime` stores for `value` (its fields, zone ignored):
-    `2026-12-08 00:14:22.123456`. Its own processor formats through a dictionary of fields."""
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _as_json_rows(rows: list[dict[str, Any]]) -> JSONText:
-    """`rows` as one JSON array of objects; a `JSONText` value goes in as the JSON it is."""
-    parts = []
-    for row in rows:
-        plain = {
-            k: v.isoformat() if isinstance(v, datetime) else v
-            for k, v in row.items()
-            if not isinstance(v, JSONText)
-        }
-        raw = [f"{json.dumps(k)}:{v.text}" for k, v in row.items() if isinstance(v, JSONText)]
-        text = json.dumps(plain)
-        if raw:
-            text = text[:-1] + (", " if plain else "") + ", ".join(raw) + "}"
-        parts.append(text)
-    return JSONText("[" + ", ".join(parts) + "]")
-
-
 async def _lock_rows(
     conn: AsyncConnection, request_ids: Iterable[str]
 ) -> dict[str, dict[str, Any]]:
@@ -360,7 +228,7 @@ async def _project_all(conn: AsyncConnection, applied: list[Event], now: datetim
     request_ids = sorted({event.request_id for event in applied})
     # A row made just now for a later event of the batch does not exist yet for the events
     # before it (a parent's row made by its own request, recorded after its child's event).
-    unborn = await _insert_new(
+    unborn = await insert_new(
         conn,
         projects.c.request_id,
         [
@@ -407,39 +275,8 @@ async def _write_back(
     for rid in sorted(changed):
         columns = tuple(name for name in _MUTABLE if name in changed[rid])
         by_columns.setdefault(columns, []).append(rid)
-    if conn.dialect.name == "sqlite":
-        await _write_back_sqlite(conn, rows, by_columns)
-        return
     for columns, rids in by_columns.items():
-        await conn.execute(
-            update(projects)
-            .where(projects.c.request_id == bindparam("key_request_id"))
-            .values({name: bindparam(f"new_{name}") for name in columns}),
-            [
-                {"key_request_id": rid, **{f"new_{name}": rows[rid][name] for name in columns}}
-                for rid in rids
-            ],
-        )
-
-
-async def _write_back_sqlite(
-    conn: AsyncConnection,
-    rows: dict[str, dict[str, Any]],
-    by_columns: dict[tuple[str, ...], list[str]],
-) -> None:
-    """`_write_back` on SQLite: each `UPDATE` as driver SQL, run for its rows at once, its
-    values converted as SQLAlchemy would (`_SqliteValues`; see `_insert_new_sqlite`)."""
-    quote = conn.dialect.identifier_preparer.quote
-    for columns, rids in by_columns.items():
-        convert = _SqliteValues.of(projects, [*columns, "request_id"], conn.dialect, defaults=False)
-        assignments = ", ".join(f"{quote(name)} = ?" for name in columns)
-        # Identifiers from the table's definition, quoted; every value is a bound parameter.
-        sql = f"UPDATE {quote(projects.name)} SET {assignments} WHERE {quote('request_id')} = ?"  # noqa: S608
-        width = len(columns) + 1
-        values = tuple(convert.flat(rows[rid] for rid in rids))
-        await conn.exec_driver_sql(
-            sql, [values[i : i + width] for i in range(0, len(values), width)]
-        )
+        await update_rows(conn, projects.c.request_id, columns, (rows[rid] for rid in rids))
 
 
 def _parent_of(event: Event) -> str | None:
