@@ -11,6 +11,8 @@ once, in a fresh process, variants alternated:
   download (`vidpipe.providers.download.stream_video`, httpx) into `LocalFolderStorage.put_stream`
   (validation, sha256, batched writes, fsync, rename): what the fetcher runs per video;
 - curl -o /dev/null (the baseline): the network and HTTP floor on this machine;
+- httpx /dev/null: a bare httpx stream of the same URL (`aiter_raw`, bytes dropped), in a fresh
+  process: the ceiling of the HTTP client vidpipe is built on, before any of vidpipe's work;
 - curl -o FILE, into the same temp dir as the storage: adds the page-cache write; and the same
   file's fsync timed after it, so the disk's share of the fetcher's time is visible.
 
@@ -39,6 +41,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+
 from bench import MIB, BenchResult
 from bench.download_memory import _reset_peak_rss, _status_bytes, synthetic_video
 from schemas.events import utcnow
@@ -49,10 +53,16 @@ from vidpipe.usecases.fetch_video import DownloadPolicy, Stored, VideoTarget, fe
 
 __all__ = ["mp4_with_filler_head", "rate_mib_s", "run"]
 
-Variant = Literal["vidpipe", "curl /dev/null", "curl FILE", "curl FILE + fsync"]
+Variant = Literal["vidpipe", "httpx /dev/null", "curl /dev/null", "curl FILE", "curl FILE + fsync"]
 # What one measurement round runs, in this order (the fsync figure comes from the FILE run).
-MEASURED: tuple[Variant, ...] = ("vidpipe", "curl /dev/null", "curl FILE")
-ROWS: tuple[Variant, ...] = ("vidpipe", "curl /dev/null", "curl FILE", "curl FILE + fsync")
+MEASURED: tuple[Variant, ...] = ("vidpipe", "httpx /dev/null", "curl /dev/null", "curl FILE")
+ROWS: tuple[Variant, ...] = (
+    "vidpipe",
+    "httpx /dev/null",
+    "curl /dev/null",
+    "curl FILE",
+    "curl FILE + fsync",
+)
 SERVER_CHUNK = 256 * 1024
 GENERATION = "gen-bench"
 # The route the Azure client asks for; the server answers any path the same way.
@@ -160,6 +170,33 @@ async def _store(base: str, root: Path, size: int) -> dict[str, Any]:
     }
 
 
+async def _httpx_only(url: str, size: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        cpu_before = _cpu_self()
+        started = time.perf_counter()
+        received = 0
+        async with client.stream("GET", url) as response:
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_self() - cpu_before
+    if response.status_code != 200 or received != size:
+        raise RuntimeError(f"httpx got HTTP {response.status_code}, {received} of {size} bytes")
+    return {"seconds": elapsed, "cpu_s": cpu}
+
+
+def _run_httpx(url: str, size: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.download_vs_curl", "--httpx-child", url]
+    cmd += ["--size", str(size)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=_CHILD_TIMEOUT_S, cwd=_ROOT, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the httpx download child failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def _cpu_self() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -214,6 +251,8 @@ def _round(base: str, work: Path, size: int, repeat: int) -> list[dict[str, Any]
         target = work / f"{variant.replace(' ', '_').replace('/', '')}-{repeat}"
         if variant == "vidpipe":
             result = _run_vidpipe(base, target, size)
+        elif variant == "httpx /dev/null":
+            result = _run_httpx(url, size)
         elif variant == "curl /dev/null":
             result = _run_curl(url, "/dev/null", size)
         else:
@@ -287,6 +326,8 @@ def run(quick: bool = False) -> BenchResult:
         "fsync, rename; MiB/s over the whole store; targets >= 0.5x curl, growth < 64 MiB",
         "curl: `curl -s -o /dev/null|FILE URL`, MiB/s from curl's own time_total; "
         "+ fsync adds the time to fsync that FILE afterwards (what the fetcher pays too)",
+        "httpx /dev/null: `client.stream(...).aiter_raw()` of the same URL, bytes dropped, in a "
+        "fresh process: the HTTP client's own ceiling (httpcore reads 64 KiB at a time)",
         "peak RSS +MiB: VmHWM (reset just before the store) minus VmRSS then, median; "
         "CPU s: user + system CPU of the downloading process during the transfer, median",
         f"script: {Path(__file__).name}; `python -m bench.run --only download_vs_curl`",
@@ -324,6 +365,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--serve", type=int, metavar="PORT", help="internal: run the server")
     parser.add_argument("--child", metavar="BASE_URL", help="internal: one vidpipe download")
+    parser.add_argument("--httpx-child", metavar="URL", help="internal: one bare httpx stream")
     parser.add_argument("--head", type=Path)
     parser.add_argument("--size", type=int)
     parser.add_argument("--root", type=Path)
@@ -334,6 +376,9 @@ def _main(argv: list[str] | None = None) -> None:
         return
     if args.child:
         print(json.dumps(asyncio.run(_store(args.child, args.root, args.size))))
+        return
+    if args.httpx_child:
+        print(json.dumps(asyncio.run(_httpx_only(args.httpx_child, args.size))))
         return
     print(run(quick=args.quick).markdown())
 

@@ -145,8 +145,9 @@ class _SqliteValues:
 
 def sqlite_datetime(value: datetime) -> str:
     """The text SQLAlchemy's SQLite `DateTime` stores for `value` (its fields, zone ignored):
-    `2026-12-08 00:14:22.123456`. Its own processor formats through a dictionary of fields."""
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    `2026-12-08 00:14:22.123456`. Its own processor formats through a dictionary of fields.
+    The first 26 characters of the ISO form are those fields, whatever the zone that follows."""
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _sqlite_datetime_or_null(value: datetime | None) -> str | None:
