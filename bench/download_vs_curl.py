@@ -186,15 +186,7 @@ async def _httpx_only(url: str, size: int) -> dict[str, Any]:
 
 
 def _run_httpx(url: str, size: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.download_vs_curl", "--httpx-child", url]
-    cmd += ["--size", str(size)]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=_CHILD_TIMEOUT_S, cwd=_ROOT, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"the httpx download child failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return _run_child("httpx", ["--httpx-child", url, "--size", str(size)])
 
 
 def _cpu_self() -> float:
@@ -203,13 +195,17 @@ def _cpu_self() -> float:
 
 
 def _run_vidpipe(base: str, root: Path, size: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.download_vs_curl", "--child", base]
-    cmd += ["--size", str(size), "--root", str(root)]
+    return _run_child("vidpipe", ["--child", base, "--size", str(size), "--root", str(root)])
+
+
+def _run_child(name: str, args: list[str]) -> dict[str, Any]:
+    """One download in a fresh process of this module; its JSON result line."""
+    cmd = [sys.executable, "-m", "bench.download_vs_curl", *args]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=_CHILD_TIMEOUT_S, cwd=_ROOT, check=False
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"the vidpipe download child failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"the {name} download child failed:\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
