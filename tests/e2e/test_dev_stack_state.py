@@ -138,12 +138,19 @@ def _vidpipe(cwd: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+#: The last line `vidpipe up` prints once the stack runs (after any note on leftovers).
+_BANNER = "stops everything."
+
+
 class _Up:
-    """`vidpipe up` as a child process; ready once its state file names a broker."""
+    """`vidpipe up` as a child process; ready once its state file names it and it has printed
+    its banner (the state file is written first: a test reading the log on the state file alone
+    could miss what `up` prints after it)."""
 
     def __init__(self, cwd: Path, env: dict[str, str], log: Path) -> None:
         self.cwd = cwd
         self.log = log
+        self._banners = log.read_text().count(_BANNER) if log.exists() else 0
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "vidpipe", "up", "--no-emulator"],
@@ -160,9 +167,10 @@ class _Up:
             if self.proc.poll() is not None:
                 raise AssertionError(f"vidpipe up exited:\n{self.log.read_text()}")
             try:
-                return int(json.loads(state.read_text())["owner_pid"]) == self.proc.pid
+                owned = int(json.loads(state.read_text())["owner_pid"]) == self.proc.pid
             except (OSError, ValueError, KeyError):
                 return False
+            return owned and self.log.read_text().count(_BANNER) > self._banners
 
         await _until("vidpipe up to be ready", started, timeout_s)
 
